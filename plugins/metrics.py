@@ -1,0 +1,72 @@
+"""Built-in metrics: perplexity, cross-entropy, bits per token and top-1 accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import rnnstudio
+from rnnstudio import Metric
+
+
+class _NLLSum(Metric):
+    """Sums negative log-likelihood over every token seen since ``reset``."""
+
+    def reset(self):
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, logits, targets, nll):
+        self.total += float(nll.double().sum())
+        self.count += int(nll.numel())
+
+    def mean_nll(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+class Perplexity(_NLLSum):
+    name = "perplexity"
+    description = "exp(mean cross-entropy) over all tokens: the model is as unsure as a fair die with this many sides."
+
+    def value(self):
+        return math.exp(self.mean_nll()) if self.count else float("nan")
+
+
+class CrossEntropy(_NLLSum):
+    name = "cross-entropy"
+    description = "Mean negative log-likelihood per token, in nats."
+
+    def value(self):
+        return self.mean_nll()
+
+
+class BitsPerToken(_NLLSum):
+    name = "bits-per-token"
+    description = "Mean negative log2-likelihood per token: bits to encode each token."
+
+    def value(self):
+        return self.mean_nll() / math.log(2)
+
+
+class Accuracy(Metric):
+    name = "accuracy"
+    description = "Top-1 next-token accuracy: how often the most likely token is the right one."
+    higher_is_better = True
+
+    def reset(self):
+        self.correct = 0
+        self.count = 0
+
+    def update(self, logits, targets, nll):
+        self.correct += int((logits.argmax(dim=-1) == targets).sum())
+        self.count += int(targets.numel())
+
+    def value(self):
+        return self.correct / self.count if self.count else float("nan")
+
+
+@rnnstudio.hookimpl
+def register_metrics(register):
+    register(Perplexity)
+    register(CrossEntropy)
+    register(BitsPerToken)
+    register(Accuracy)

@@ -1,0 +1,429 @@
+"""The headless command line: ``rnnstudio train|generate|plugins|models|score`` (no command opens the GUI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from .errors import RNNStudioError
+
+EXIT_USER_ERROR = 2
+
+
+def _clean(obj):
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_clean(obj), ensure_ascii=False), flush=True)
+
+
+def _host(args):
+    from .plugins import default_host, load_plugins, set_default_host
+
+    if getattr(args, "no_plugins", False):
+        set_default_host(load_plugins(no_plugins=True))
+    return default_host()
+
+
+def _fmt(x, spec=".3f"):
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+# -- commands ----------------------------------------------------------------------------
+
+def cmd_plugins(args) -> int:
+    from .plugins import describe_all
+
+    info = describe_all(_host(args))
+    if args.json:
+        _print_json(info)
+        return 0
+    for kind in ("corpora", "cells", "metrics"):
+        print(f"{kind}:")
+        for comp in info[kind]:
+            print(f"  {comp['name']:<16} {comp['description']}  [{comp['source']}]")
+            for p in comp["params"]:
+                extra = ""
+                if "choices" in p:
+                    extra = f" one of {', '.join(map(str, p['choices']))}"
+                elif "min" in p or "max" in p:
+                    extra = f" in [{p.get('min', '')}, {p.get('max', '')}]"
+                print(f"      {p['name']} ({p['type']}, default {p['default']!r}{extra}): {p['help']}")
+    if info["failed"]:
+        print("failed plugins:")
+        for f in info["failed"]:
+            print(f"  {f['plugin']}: {f['error']}")
+    return 0
+
+
+def train_config_from_args(args):
+    from .params import parse_key_values
+    from .trainer import TrainConfig
+
+    return TrainConfig(
+        corpus=args.corpus, corpus_options=parse_key_values(args.corpus_opt, "--corpus-opt"),
+        cell=args.cell, cell_options=parse_key_values(args.cell_opt, "--cell-opt"),
+        tokens=args.tokens, preprocess=args.preprocess, min_freq=args.min_freq, max_tokens=args.max_tokens,
+        hidden_size=args.hidden_size, num_layers=args.num_layers, dropout=args.dropout,
+        encoding=args.encoding, embed_size=args.embed_size,
+        batch_size=args.batch_size, seq_len=args.seq_len, epochs=args.epochs, max_steps=args.max_steps,
+        optimizer=args.optimizer, lr=args.lr, clip=args.clip, partition=args.partition, seed=args.seed,
+        device=args.device, threads=args.threads, name=args.name, resume=args.resume,
+        eval_every=args.eval_every, sample_every=args.sample_every,
+        checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+    )
+
+
+def _resolve_component_options(host, config) -> None:
+    """Parse KEY=VALUE strings against the plugins' declared params (errors before any work)."""
+    corpus_cls = host.corpus(config.corpus)
+    config.corpus_options = corpus_cls.resolve_options(config.corpus_options)
+    cell_cls = host.cell(config.cell)
+    config.cell_options = cell_cls.resolve_options(config.cell_options)
+
+
+def cmd_train(args) -> int:
+    from .trainer import Trainer
+
+    host = _host(args)
+    config = train_config_from_args(args)
+    if not config.resume:
+        _resolve_component_options(host, config)
+    if args.distributed:
+        from .distributed import run_distributed  # noqa: F401  (issue 7)
+
+        return run_distributed(config, host, args)
+    trainer = Trainer(config, host=host)
+    return _consume(trainer, args.json)
+
+
+def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
+    """Print a trainer's events; Ctrl+C asks the loop to stop, save, and summarise."""
+    interrupted = {"n": 0}
+
+    def on_sigint(signum, frame):
+        interrupted["n"] += 1
+        if interrupted["n"] > 1:
+            raise KeyboardInterrupt
+        trainer.stop()
+        print("\nstopping after this step (Ctrl+C again to abort without saving)...", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    tty = sys.stdout.isatty()
+    last_print = 0.0
+    try:
+        for event in trainer.run():
+            kind = event.kind
+            if as_json:
+                if kind != "progress" or time.monotonic() - last_print >= 1.0:
+                    last_print = time.monotonic()
+                    _print_json(event.to_json())
+                continue
+            if quiet:
+                continue
+            if kind == "started":
+                resumed = f", resuming at step {event.step}" if event.step else ""
+                print(f"training {event.model} on {event.device}: {event.parameters:,} parameters, vocab "
+                      f"{event.vocab_size}, {event.train_tokens:,} train / {event.val_tokens:,} val tokens, "
+                      f"{event.steps_per_epoch} steps per epoch{resumed}", flush=True)
+            elif kind == "progress":
+                now = time.monotonic()
+                if now - last_print >= (0.2 if tty else 2.0) or event.step == event.total_steps:
+                    last_print = now
+                    total = f"/{event.total_steps}" if event.total_steps else ""
+                    eta = f" eta {event.eta:.0f}s" if event.eta is not None else ""
+                    line = (f"step {event.step}{total} epoch {event.epoch + 1} loss {event.loss:.3f} "
+                            f"ppl {_fmt(event.train.get('perplexity'), '.2f')} "
+                            f"{event.tokens_per_s / 1000:.1f}k tok/s{eta}")
+                    print(("\r" + line.ljust(78)) if tty else line, end="" if tty else "\n", flush=True)
+            else:
+                if tty:
+                    print()
+                if kind == "evaluated":
+                    vals = " ".join(f"{k} {_fmt(v)}" for k, v in event.val.items())
+                    print(f"validation at step {event.step}: {vals}{' (best so far)' if event.best else ''}", flush=True)
+                elif kind == "sample":
+                    print(f"sample: {event.text!r}", flush=True)
+                elif kind == "checkpoint":
+                    print(f"checkpoint saved at step {event.step}: {event.path}", flush=True)
+                elif kind == "warning":
+                    print(f"warning: {event.message}", file=sys.stderr, flush=True)
+                elif kind == "summary":
+                    state = "stopped" if event.stopped else "finished"
+                    print(f"{state} after {event.steps} steps: train perplexity {_fmt(event.train_perplexity, '.3f')}, "
+                          f"validation perplexity {_fmt(event.val_perplexity, '.3f')}, "
+                          f"{event.tokens_per_s:,.0f} tokens/s; saved to {event.path}", flush=True)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    return 0
+
+
+def _temperatures(values: list[str] | None) -> list[float]:
+    out = []
+    for v in values or ["1.0"]:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(float(part))
+            except ValueError:
+                raise RNNStudioError(f"--temperature expects numbers, got {part!r}") from None
+    return out or [1.0]
+
+
+def cmd_generate(args) -> int:
+    from .checkpoint import load_model
+    from .devices import resolve_device
+    from .sampling import SamplingConfig, stream
+
+    host = _host(args)
+    loaded = load_model(args.model, host=host, device=resolve_device(args.device))
+    prefix = args.prefix if args.prefix is not None else loaded.config.get("data", {}).get("sample_prefix", "The ")
+    temps = [None] if args.greedy else _temperatures(args.temperature)
+    stop_at = args.stop_at.encode().decode("unicode_escape") if args.stop_at else None
+    results = []
+    for temp in temps:
+        cfg = SamplingConfig(length=args.length, greedy=args.greedy, temperature=temp or 1.0, top_k=args.top_k,
+                             top_p=args.top_p, seed=args.seed, num_samples=args.samples, stop_at=stop_at)
+        cfg.validate()
+        header = len(temps) > 1 or args.samples > 1
+        if args.json or header:
+            texts = [prefix] * args.samples
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for pieces in stream(loaded.model, loaded.vocab, prefix, cfg):
+                    texts = [t + p for t, p in zip(texts, pieces)]
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+            for i, text in enumerate(texts):
+                results.append({"temperature": temp, "sample": i + 1, "text": text})
+                if not args.json:
+                    label = "greedy" if temp is None else f"temperature {temp:g}"
+                    print(f"--- sample {i + 1}, {label} ---")
+                    print(text)
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gen = stream(loaded.model, loaded.vocab, prefix, cfg)
+            first = next(gen, None)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        sys.stdout.write(prefix)
+        if first is not None:
+            sys.stdout.write(first[0])
+            for pieces in gen:
+                sys.stdout.write(pieces[0])
+                sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if args.json:
+        _print_json({"model": loaded.name, "prefix": prefix, "samples": results})
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .checkpoint import list_models
+
+    rows = [m.row() for m in list_models()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no saved models yet; train one with `rnnstudio train`")
+        return 0
+    print(f"{'name':<24} {'corpus':<14} {'cell':<13} {'size':>9} {'val ppl':>8}  date")
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['name']:<24} BROKEN: {r['error']}")
+            continue
+        size = f"{r['num_layers']}x{r['hidden_size']}"
+        print(f"{r['name']:<24} {str(r['corpus']):<14} {str(r['cell']):<13} {size:>9} "
+              f"{_fmt(r['val_perplexity'], '.3f'):>8}  {r['date'] or '-'}")
+    return 0
+
+
+def score_text(loaded, text: str, *, device=None, host=None) -> dict:
+    """Perplexity and the other metrics of ``text`` under a loaded model, in one left-to-right pass."""
+    from .data import encode_text
+    from .plugins import default_host
+    from .trainer import MetricSet, evaluate
+
+    host = host or default_host()
+    data = loaded.config.get("data", {})
+    encoded = encode_text(text, tokenizer=loaded.vocab.tokenizer, preprocess=data.get("preprocess", "raw"),
+                          vocab=loaded.vocab)
+    ids = encoded.ids
+    if len(ids) < 2:
+        raise RNNStudioError("the text has fewer than 2 tokens; there is nothing to score")
+    warns: list[str] = []
+    metrics = MetricSet({n: host.metric(n) for n in host.names("metric")}, warns.append)
+    device = device or next(loaded.model.parameters()).device
+    values = evaluate(loaded.model, ids, 1, 256, metrics, device)
+    unknown = int((ids == 0).sum())
+    unit = "words" if loaded.vocab.tokenizer == "word" else "characters"
+    return {"model": loaded.name, "tokens": len(ids), "scored": len(ids) - 1, "unit": unit, "unknown": unknown,
+            **values, "warnings": warns}
+
+
+def cmd_score(args) -> int:
+    from .checkpoint import load_model
+    from .devices import resolve_device
+
+    host = _host(args)
+    loaded = load_model(args.model, host=host, device=resolve_device(args.device))
+    corpus = host.corpus("text-file")(path=args.file, encoding=args.encoding, errors=args.errors)
+    text = "".join(corpus.iter_text())
+    if getattr(args, "explain", False):
+        from .inspect import explain  # noqa: F401  (issue 8)
+
+        result = explain(loaded, text, host=host)
+    else:
+        result = score_text(loaded, text, host=host)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{args.file}: perplexity {_fmt(result.get('perplexity'))} over {result['scored']:,} {result['unit']} "
+              f"(cross-entropy {_fmt(result.get('cross-entropy'))} nats, {_fmt(result.get('bits-per-token'))} bits per "
+              f"token, accuracy {_fmt(result.get('accuracy'))}; {result['unknown']} unknown)")
+    return 0
+
+
+def cmd_gui(args) -> int:
+    try:
+        from .gui.app import main as gui_main
+    except ImportError as exc:
+        raise RNNStudioError(f"the GUI is not available ({exc}); the CLI commands still work") from None
+    return gui_main(no_plugins=getattr(args, "no_plugins", False))
+
+
+# -- parser ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="rnnstudio", description="Train recurrent language models on your own text.")
+    p.add_argument("--version", action="version", version=f"rnnstudio {__version__}")
+    p.add_argument("--no-plugins", action="store_true", help="safe mode: load the built-in plugins only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--no-plugins", action="store_true", default=argparse.SUPPRESS,
+                        help="safe mode: load the built-in plugins only")
+        return sp
+
+    add("gui", "open the desktop app (the default)")
+
+    sp = add("plugins", "list corpora, cells and metrics with their parameters, and failed plugins")
+    sp.add_argument("--json", action="store_true")
+
+    from .trainer import TrainConfig
+
+    d = TrainConfig()
+    sp = add("train", "train a model")
+    g = sp.add_argument_group("data")
+    g.add_argument("--corpus", default=d.corpus, help=f"corpus plugin (default {d.corpus})")
+    g.add_argument("--corpus-opt", action="append", metavar="KEY=VALUE", help="a corpus option; repeatable")
+    g.add_argument("--tokens", default=d.tokens, choices=("char", "word"))
+    g.add_argument("--preprocess", default=None, choices=("raw", "d2l"),
+                   help="d2l: lowercase, non-letters to spaces (default: the corpus's own)")
+    g.add_argument("--min-freq", type=int, default=d.min_freq, help="rarer tokens become <unk>")
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="use only the first N tokens (0: all)")
+    g = sp.add_argument_group("model")
+    g.add_argument("--cell", default=d.cell, help=f"cell plugin (default {d.cell})")
+    g.add_argument("--cell-opt", action="append", metavar="KEY=VALUE", help="a cell option; repeatable")
+    g.add_argument("--hidden-size", type=int, default=d.hidden_size)
+    g.add_argument("--num-layers", type=int, default=d.num_layers)
+    g.add_argument("--dropout", type=float, default=d.dropout)
+    g.add_argument("--encoding", default=d.encoding, choices=("onehot", "embedding"))
+    g.add_argument("--embed-size", type=int, default=d.embed_size)
+    g = sp.add_argument_group("training")
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--seq-len", type=int, default=d.seq_len)
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=d.epochs)
+    length.add_argument("--max-steps", type=int, default=d.max_steps)
+    g.add_argument("--optimizer", default=d.optimizer, choices=("sgd", "adam"))
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for sgd, 0.005 for adam)")
+    g.add_argument("--clip", type=float, default=d.clip, help="gradient clipping threshold θ (0: off)")
+    g.add_argument("--partition", default=d.partition, choices=("sequential", "random"))
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: torch's default)")
+    g = sp.add_argument_group("saving")
+    g.add_argument("--name", default=None, help="model name (default: corpus-cell-time)")
+    g.add_argument("--resume", action="store_true", help="continue training the model --name")
+    g.add_argument("--eval-every", type=int, default=d.eval_every)
+    g.add_argument("--sample-every", type=int, default=d.sample_every)
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    g.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
+    g.add_argument("--distributed", action="store_true", help="data-parallel under torchrun")
+    sp.add_argument("--json", action="store_true", help="one JSON object per line; the last is the summary")
+
+    sp = add("generate", "generate text from a saved model")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--prefix", default=None, help="text to warm up on (default: the corpus's sample prefix)")
+    sp.add_argument("--length", type=int, default=100)
+    sp.add_argument("--temperature", nargs="+", default=None, help="one or more, e.g. 0.5 1.0 (or 0.5,1.0)")
+    sp.add_argument("--top-k", type=int, default=0)
+    sp.add_argument("--top-p", type=float, default=1.0)
+    sp.add_argument("--greedy", action="store_true", help="argmax at every step (d2l's predict_ch8)")
+    sp.add_argument("--seed", type=int, default=None)
+    sp.add_argument("--samples", type=int, default=1)
+    sp.add_argument("--stop-at", default=None, help=r"stop a sample at this text, e.g. '\n\n'")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("models", "list saved models")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("score", "perplexity of a text file under a model")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("file")
+    sp.add_argument("--encoding", default="utf-8")
+    sp.add_argument("--errors", default="strict", choices=("strict", "replace"))
+    sp.add_argument("--explain", action="store_true", help="per-token breakdown")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--json", action="store_true")
+    return p
+
+
+COMMANDS = {"gui": cmd_gui, "plugins": cmd_plugins, "train": cmd_train, "generate": cmd_generate,
+            "models": cmd_models, "score": cmd_score}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "gui"
+    try:
+        return COMMANDS[command](args) or 0
+    except RNNStudioError as exc:
+        print(f"rnnstudio: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("rnnstudio: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

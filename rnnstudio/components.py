@@ -1,0 +1,110 @@
+"""Base classes for the three kinds of plugin component: corpora, cells and metrics."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from .params import Param, resolve_options
+
+
+class Component:
+    """What every component declares: a unique ``name``, a one-line ``description`` and its ``params``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    @classmethod
+    def resolve_options(cls, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overlaid with the user's options, checked against ``params``."""
+        return resolve_options(tuple(cls.params), dict(given or {}), f"{cls.name!r}")
+
+    @classmethod
+    def describe(cls) -> dict:
+        return {"name": cls.name, "description": cls.description, "params": [p.to_json() for p in cls.params]}
+
+
+class Corpus(Component):
+    """A source of text. Subclasses implement ``iter_text`` (streamed) or ``read`` (whole).
+
+    ``options`` holds the resolved values of ``params``. Raise ``RNNStudioError`` for a
+    problem the user can fix (a missing file, bad bytes).
+    """
+
+    #: "raw" keeps the text as it is; "d2l" lowercases and turns each run of non-letters into a space.
+    default_preprocess: ClassVar[str] = "raw"
+    #: Text the trainer's sample preview starts from.
+    sample_prefix: ClassVar[str] = "The "
+
+    def __init__(self, **options: Any):
+        self.options = type(self).resolve_options(options)
+
+    def iter_text(self) -> Iterator[str]:
+        """Yield the text in pieces. Pieces may split a word; the data pipeline handles that."""
+        yield self.read()
+
+    def read(self) -> str:
+        """The whole text. Subclasses override this or ``iter_text``."""
+        raise NotImplementedError(f"corpus {self.name!r} implements neither read() nor iter_text()")
+
+    def describe_source(self) -> str:
+        """A short human description of where the text comes from (for previews and model lists)."""
+        return self.name
+
+
+class Cell(nn.Module, Component):
+    """A recurrent layer stack mapping inputs ``(T, B, E)`` and a state to outputs ``(T, B, H)`` and a new state.
+
+    The core owns the input encoding and the output projection; a cell owns only the recurrence.
+    The state is whatever ``begin_state`` returns (a tensor or a tuple of tensors), always passed
+    in and returned, never stored on the module.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, **options: Any):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.options = type(self).resolve_options(options)
+
+    def begin_state(self, batch_size: int, device: torch.device | str = "cpu"):
+        """The initial state: by default zeros of shape (num_layers, B, H)."""
+        return torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
+
+    def forward(self, inputs: torch.Tensor, state):  # (T, B, E), state -> (T, B, H), state
+        raise NotImplementedError
+
+    def hidden_units(self, state) -> dict[str, torch.Tensor]:
+        """Named views of a state for inspection, each (num_layers, B, H). LSTM adds its cell ``c``."""
+        if isinstance(state, tuple):
+            return {"h": state[0]}
+        return {"h": state}
+
+
+class Metric(Component):
+    """Accumulates over a stream of predictions and reports one number.
+
+    ``update`` gets ``logits`` (N, V), ``targets`` (N,) and the per-token negative
+    log-likelihood ``nll`` (N,) in nats, all detached. ``value`` reports what has been
+    accumulated since the last ``reset``.
+    """
+
+    #: True when a larger value is better (accuracy); False for perplexity or loss.
+    higher_is_better: ClassVar[bool] = False
+
+    def __init__(self, **options: Any):
+        self.options = type(self).resolve_options(options)
+        self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, nll: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def value(self) -> float:
+        raise NotImplementedError

@@ -1,0 +1,121 @@
+"""Generation, d2l predict_ch8 style: warm the state up on the prefix once, then predict token by token."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .data import Vocab
+from .errors import RNNStudioError
+
+
+@dataclass
+class SamplingConfig:
+    length: int = 100  # tokens to generate after the prefix
+    greedy: bool = False  # argmax at every step: exactly d2l's predict_ch8
+    temperature: float = 1.0  # <1 sharper, >1 more adventurous
+    top_k: int = 0  # keep only the k most likely tokens; 0 keeps all
+    top_p: float = 1.0  # keep the smallest set whose probability reaches p; 1 keeps all
+    seed: int | None = None  # the same seed gives the same text
+    num_samples: int = 1  # continuations generated side by side, as one batch
+    stop_at: str | None = None  # stop a sample once its text ends with this
+
+    def validate(self) -> None:
+        if self.length < 0:
+            raise RNNStudioError(f"length must be >= 0, got {self.length}")
+        if not self.greedy and not self.temperature > 0:
+            raise RNNStudioError(f"temperature must be > 0, got {self.temperature}; use --greedy for argmax")
+        if self.top_k < 0:
+            raise RNNStudioError(f"top-k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise RNNStudioError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.num_samples < 1:
+            raise RNNStudioError(f"samples must be >= 1, got {self.num_samples}")
+
+
+def prefix_to_ids(vocab: Vocab, prefix: str, *, strict: bool = False) -> list[int]:
+    """Encode the prefix; unknown tokens map to <unk> with a warning (or an error when ``strict``)."""
+    unknown = vocab.unknown_tokens(prefix)
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:10])
+        if strict:
+            raise RNNStudioError(f"the prefix has tokens the model never saw: {shown}; remove them")
+        warnings.warn(f"the prefix has tokens the model never saw ({shown}); they are read as <unk>", stacklevel=3)
+    ids = vocab.encode(prefix)
+    if not ids:
+        raise RNNStudioError("the prefix is empty; give at least one token to start from")
+    return ids
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Mask all but the top-k tokens and/or the top-p nucleus with -inf. logits: (N, V)."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already reach top_p (the first always stays)
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_prefix: bool = False) -> Iterator[list[str]]:
+    """Yield, for every step, the text of the next token of each of ``cfg.num_samples`` samples.
+
+    The prefix runs through the model once; after that each step feeds one token and carries
+    the state, so the prefix is never re-run. A finished sample (``stop_at``) yields "".
+    """
+    cfg.validate()
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        ids = prefix_to_ids(vocab, prefix, strict=strict_prefix)
+        n = cfg.num_samples
+        gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+        x = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)  # (N, L)
+        state = model.begin_state(n, device)
+        logits, state = model.forward_flat(x, state)  # warm-up over the whole prefix: (L*N, V)
+        last = logits[-n:]  # time-major: the final step's N rows
+        sep = vocab.separator
+        texts = [prefix] * n
+        done = [False] * n
+        for _ in range(cfg.length):
+            if cfg.greedy:
+                nxt = last.argmax(dim=-1)
+            else:
+                scaled = filter_logits(last.float() / cfg.temperature, cfg.top_k, cfg.top_p)
+                probs = torch.softmax(scaled, dim=-1).cpu()
+                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+            out = []
+            for i, tok in enumerate(nxt.tolist()):
+                if done[i]:
+                    out.append("")
+                    continue
+                piece = sep + vocab.idx_to_token[tok]
+                texts[i] += piece
+                out.append(piece)
+                if cfg.stop_at and texts[i][len(prefix):].endswith(cfg.stop_at):
+                    done[i] = True
+            yield out
+            if all(done):
+                break
+            logits, state = model.forward_flat(nxt.to(device).view(n, 1), state)
+            last = logits
+    finally:
+        model.train(was_training)
+
+
+def generate_text(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, **kw) -> list[str]:
+    """The prefix followed by the generated text, one string per sample."""
+    texts = [prefix] * cfg.num_samples
+    for pieces in stream(model, vocab, prefix, cfg, **kw):
+        texts = [t + p for t, p in zip(texts, pieces)]
+    return texts
