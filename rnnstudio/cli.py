@@ -291,7 +291,7 @@ def cmd_score(args) -> int:
     corpus = host.corpus("text-file")(path=args.file, encoding=args.encoding, errors=args.errors)
     text = "".join(corpus.iter_text())
     if getattr(args, "explain", False):
-        from .inspect import explain  # noqa: F401  (issue 8)
+        from .inspector import explain  # noqa: F401  (issue 8)
 
         result = explain(loaded, text, host=host)
     else:
