@@ -1,4 +1,10 @@
-"""Built-in recurrent cells: d2l's RNN written from scratch, and torch's fused GRU."""
+"""Built-in recurrent cells: d2l's RNN, GRU and LSTM written from scratch, and torch's fused nn.RNN/GRU/LSTM.
+
+The scratch cells keep d2l's explicit parameters (``W_xh``, ``W_hr``, ``b_f``, ...) so the code reads like
+the book. For speed they stack a layer's gate weights at call time and run the time loop in
+``fast_recurrence`` (hand-written BPTT), and each can copy the weights of its torch counterpart
+(``load_from_torch``), which is how the tests prove that both compute the same thing.
+"""
 
 from __future__ import annotations
 
@@ -8,62 +14,198 @@ from torch import nn
 import rnnstudio
 from rnnstudio import Cell, Param
 
+from .fast_recurrence import gru_layer, lstm_layer, rnn_layer
 
-class ScratchRNN(Cell):
-    """d2l 8.5: H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h), with explicit parameters per layer."""
+INIT_STD = Param("init_std", "float", 0.01, min=0.0, help="Std of the normal init of the weights (d2l uses 0.01).")
 
-    name = "rnn-scratch"
-    description = "d2l 8.5's RNN from scratch: explicit W_xh, W_hh, b_h and tanh."
-    params = (
-        Param("init_std", "float", 0.01, min=0.0, help="Std of the normal init of the weights (d2l uses 0.01)."),
-    )
+
+class _ScratchCell(Cell):
+    """Shared plumbing: explicit per-layer parameters named ``{W_xr, W_hr, b_r, ...}[layer]``."""
+
+    gates: tuple[str, ...] = ()  # one letter per gate, in torch's order
+    params = (INIT_STD,)
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, **options):
         super().__init__(input_size, hidden_size, num_layers, dropout, **options)
         std = self.options["init_std"]
-        self.W_xh = nn.ParameterList()
-        self.W_hh = nn.ParameterList()
-        self.b_h = nn.ParameterList()
+        for g in self.gates:
+            setattr(self, f"W_x{g}", nn.ParameterList())
+            setattr(self, f"W_h{g}", nn.ParameterList())
+            setattr(self, f"b_{g}", nn.ParameterList())
         for layer in range(num_layers):
             n_in = input_size if layer == 0 else hidden_size
-            self.W_xh.append(nn.Parameter(torch.randn(n_in, hidden_size) * std))
-            self.W_hh.append(nn.Parameter(torch.randn(hidden_size, hidden_size) * std))
-            self.b_h.append(nn.Parameter(torch.zeros(hidden_size)))
+            for g in self.gates:
+                getattr(self, f"W_x{g}").append(nn.Parameter(torch.randn(n_in, hidden_size) * std))
+                getattr(self, f"W_h{g}").append(nn.Parameter(torch.randn(hidden_size, hidden_size) * std))
+                getattr(self, f"b_{g}").append(nn.Parameter(torch.zeros(hidden_size)))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, inputs, state):  # (T, B, E), (L, B, H) -> (T, B, H), (L, B, H)
-        x = inputs
-        finals = []
+    def stacked(self, layer: int):
+        """A layer's gate weights side by side: W_x (E, G*H), W_h (H, G*H), b (G*H,)."""
+        W_x = torch.cat([getattr(self, f"W_x{g}")[layer] for g in self.gates], dim=1)
+        W_h = torch.cat([getattr(self, f"W_h{g}")[layer] for g in self.gates], dim=1)
+        b = torch.cat([getattr(self, f"b_{g}")[layer] for g in self.gates])
+        return W_x, W_h, b
+
+    def input_projection(self, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hoisted out of the time loop: X W_x + b for all T steps in one GEMM. (T, B, G*H), and W_h."""
+        if layer:
+            x = self.drop(x)
+        W_x, W_h, b = self.stacked(layer)
+        T, B = x.shape[:2]
+        return torch.addmm(b, x.reshape(T * B, -1), W_x).view(T, B, -1), W_h
+
+    @torch.no_grad()
+    def _copy_torch_weights(self, module: nn.RNNBase, order: tuple[str, ...]) -> None:
+        """Copy nn.RNN/GRU/LSTM weights; ``order`` names torch's gate blocks with our gate letters."""
+        if (module.input_size, module.hidden_size, module.num_layers) != (self.input_size, self.hidden_size,
+                                                                         self.num_layers):
+            raise ValueError("the torch module's input size, hidden size and layer count must match this cell's")
+        if module.bidirectional or not module.bias or getattr(module, "proj_size", 0):
+            raise ValueError("only unidirectional torch modules with biases and no projection can be loaded")
+        H = self.hidden_size
         for layer in range(self.num_layers):
-            if layer:
-                x = self.drop(x)
-            # Hoisted out of the time loop: one GEMM for X W_xh + b_h over all T steps. (T, B, H)
-            xw = torch.addmm(self.b_h[layer], x.reshape(-1, x.shape[-1]), self.W_xh[layer]).view(x.shape[0], x.shape[1], -1)
-            h = state[layer]
-            W_hh = self.W_hh[layer]
-            outs = []
-            for t in range(x.shape[0]):
-                h = torch.tanh(torch.addmm(xw[t], h, W_hh))
-                outs.append(h)
-            x = torch.stack(outs)
-            finals.append(h)
+            w_ih = getattr(module, f"weight_ih_l{layer}")  # (G*H, E), torch computes x @ w_ih.T
+            w_hh = getattr(module, f"weight_hh_l{layer}")
+            bias = getattr(module, f"bias_ih_l{layer}") + getattr(module, f"bias_hh_l{layer}")
+            for k, g in enumerate(order):
+                rows = slice(k * H, (k + 1) * H)
+                getattr(self, f"W_x{g}")[layer].copy_(w_ih[rows].T)
+                getattr(self, f"W_h{g}")[layer].copy_(w_hh[rows].T)
+                getattr(self, f"b_{g}")[layer].copy_(bias[rows])
+
+
+class ScratchRNN(_ScratchCell):
+    """d2l 8.5: H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h), with explicit parameters per layer."""
+
+    name = "rnn-scratch"
+    description = "d2l 8.5's RNN from scratch: explicit W_xh, W_hh, b_h and tanh."
+    gates = ("h",)
+
+    def forward(self, inputs, state):  # (T, B, E), (L, B, H) -> (T, B, H), (L, B, H)
+        x, finals = inputs, []
+        for layer in range(self.num_layers):
+            xw, W_hh = self.input_projection(x, layer)  # X W_xh + b_h: (T, B, H)
+            x = rnn_layer(xw, state[layer], W_hh)  # H_t = tanh(xw_t + H_{t-1} W_hh)
+            finals.append(x[-1])
         return x, torch.stack(finals)
 
+    def load_from_torch(self, module: nn.RNN) -> None:
+        """Copy an ``nn.RNN`` (tanh) with the same sizes; its two biases add up to b_h."""
+        if module.nonlinearity != "tanh":
+            raise ValueError("only a tanh nn.RNN matches rnn-scratch")
+        self._copy_torch_weights(module, ("h",))
 
-class GRU(Cell):
-    name = "gru"
-    description = "torch.nn.GRU: the fused gated recurrent unit (d2l 9.1)."
-    params = ()
+
+class ScratchGRU(_ScratchCell):
+    """d2l 9.1's gated recurrent unit with explicit reset (r), update (z) and candidate (h) parameters.
+
+    R = σ(X W_xr + H W_hr + b_r), Z = σ(X W_xz + H W_hz + b_z),
+    H~ = tanh(X W_xh + R ⊙ (H W_hh + b_hn) + b_h), H' = Z ⊙ H + (1 - Z) ⊙ H~.
+    ``b_hn`` (zero in d2l) sits inside the reset product as in torch, so torch's weights load exactly.
+    """
+
+    name = "gru-scratch"
+    description = "d2l 9.1's GRU from scratch: reset and update gates, candidate state, explicit weights."
+    gates = ("r", "z", "h")
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, **options):
         super().__init__(input_size, hidden_size, num_layers, dropout, **options)
-        self.rnn = nn.GRU(input_size, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0)
+        self.b_hn = nn.ParameterList(nn.Parameter(torch.zeros(hidden_size)) for _ in range(num_layers))
+
+    def forward(self, inputs, state):  # (T, B, E), (L, B, H) -> (T, B, H), (L, B, H)
+        x, finals = inputs, []
+        for layer in range(self.num_layers):
+            xg, W_h = self.input_projection(x, layer)  # (T, B, 3H): r, z, candidate
+            x = gru_layer(xg, state[layer], W_h, self.b_hn[layer])
+            finals.append(x[-1])
+        return x, torch.stack(finals)
+
+    @torch.no_grad()
+    def load_from_torch(self, module: nn.GRU) -> None:
+        """Copy an ``nn.GRU`` with the same sizes (torch's gate order r, z, n)."""
+        self._copy_torch_weights(module, ("r", "z", "h"))
+        H = self.hidden_size
+        for layer in range(self.num_layers):
+            # torch: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); only b_in belongs to b_h
+            self.b_h[layer].copy_(getattr(module, f"bias_ih_l{layer}")[2 * H:])
+            self.b_hn[layer].copy_(getattr(module, f"bias_hh_l{layer}")[2 * H:])
+
+
+class ScratchLSTM(_ScratchCell):
+    """d2l 9.2's LSTM with explicit input (i), forget (f), candidate (c) and output (o) parameters.
+
+    I, F, O = σ(X W_x* + H W_h* + b_*), C~ = tanh(X W_xc + H W_hc + b_c),
+    C' = F ⊙ C + I ⊙ C~, H' = O ⊙ tanh(C'). The state is a tuple (H, C), each (L, B, H).
+    """
+
+    name = "lstm-scratch"
+    description = "d2l 9.2's LSTM from scratch: input, forget and output gates and a memory cell."
+    gates = ("i", "f", "c", "o")  # torch's order i, f, g, o
+
+    def begin_state(self, batch_size, device="cpu"):
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def forward(self, inputs, state):  # (T, B, E), ((L, B, H), (L, B, H)) -> (T, B, H), (H, C)
+        H0, C0 = state
+        x, hs, cs = inputs, [], []
+        for layer in range(self.num_layers):
+            xg, W_h = self.input_projection(x, layer)  # (T, B, 4H): i, f, candidate, o
+            x, c = lstm_layer(xg, H0[layer], C0[layer], W_h)
+            hs.append(x[-1])
+            cs.append(c)
+        return x, (torch.stack(hs), torch.stack(cs))
+
+    def hidden_units(self, state):
+        return {"h": state[0], "c": state[1]}
+
+    def load_from_torch(self, module: nn.LSTM) -> None:
+        """Copy an ``nn.LSTM`` with the same sizes (torch's gate order i, f, g, o)."""
+        self._copy_torch_weights(module, ("i", "f", "c", "o"))
+
+
+class _FusedCell(Cell):
+    """A torch nn.RNN/GRU/LSTM: cuDNN/oneDNN kernels, dropout between layers only."""
+
+    params = ()
+    torch_class: type[nn.RNNBase] = nn.GRU
+
+    def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, **options):
+        super().__init__(input_size, hidden_size, num_layers, dropout, **options)
+        self.rnn = self.torch_class(input_size, hidden_size, num_layers,
+                                    dropout=dropout if num_layers > 1 else 0.0)
 
     def forward(self, inputs, state):
         return self.rnn(inputs, state)
 
 
+class RNN(_FusedCell):
+    name = "rnn"
+    description = "torch.nn.RNN with tanh: the fused version of d2l 8.6's concise RNN."
+    torch_class = nn.RNN
+
+
+class GRU(_FusedCell):
+    name = "gru"
+    description = "torch.nn.GRU: the fused gated recurrent unit (d2l 9.1)."
+    torch_class = nn.GRU
+
+
+class LSTM(_FusedCell):
+    name = "lstm"
+    description = "torch.nn.LSTM: the fused long short-term memory (d2l 9.2); state is (H, C)."
+    torch_class = nn.LSTM
+
+    def begin_state(self, batch_size, device="cpu"):
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def hidden_units(self, state):
+        return {"h": state[0], "c": state[1]}
+
+
 @rnnstudio.hookimpl
 def register_cells(register):
-    register(ScratchRNN)
-    register(GRU)
+    for cls in (ScratchRNN, ScratchGRU, ScratchLSTM, RNN, GRU, LSTM):
+        register(cls)

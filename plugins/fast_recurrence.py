@@ -1,0 +1,175 @@
+"""Time loops of the scratch cells with hand-written backpropagation through time.
+
+Each layer function takes the input projection of all T steps, already computed in one GEMM,
+``xg`` (T, B, G*H) with the gates side by side, and runs only what must be sequential: one GEMM
+per step for all gates' hidden projections, then the elementwise gate math. Autograd would record
+a dozen small nodes per step; instead each loop is one ``autograd.Function`` whose backward walks
+the steps in reverse and computes the weight gradient with one GEMM over all T steps at the end.
+The formulas are d2l's (8.5, 9.1, 9.2); tests check them against torch's nn.RNN/GRU/LSTM and
+``torch.autograd.gradcheck``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _needs_graph(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+# -- RNN: H_t = tanh(xw_t + H_{t-1} W_hh) ------------------------------------------------
+
+class _RNNLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xw, h0, W_hh):  # (T, B, H), (B, H), (H, H) -> Y (T, B, H)
+        Y = xw.new_empty(xw.shape)
+        h = h0
+        for t in range(xw.shape[0]):
+            h = torch.tanh(torch.addmm(xw[t], h, W_hh), out=Y[t])
+        ctx.save_for_backward(h0, W_hh, Y)
+        return Y
+
+    @staticmethod
+    def backward(ctx, dY):
+        h0, W_hh, Y = ctx.saved_tensors
+        dpre = torch.empty_like(Y)  # gradient of the pre-activation at every step
+        dh = torch.zeros_like(h0)
+        for t in reversed(range(Y.shape[0])):
+            dh = dh + dY[t]
+            torch.mul(dh, 1 - Y[t] * Y[t], out=dpre[t])  # tanh' = 1 - H_t^2
+            dh = dpre[t] @ W_hh.T
+        H_prev = torch.cat([h0[None], Y[:-1]])  # (T, B, H)
+        dW_hh = H_prev.flatten(0, 1).T @ dpre.flatten(0, 1)
+        return dpre, dh, dW_hh
+
+
+def rnn_layer(xw, h0, W_hh):
+    """Outputs (T, B, H) of a tanh RNN layer; the final state is the last row."""
+    if not _needs_graph(xw, h0, W_hh):
+        return _RNNLayer.forward(_NoCtx(), xw, h0, W_hh)
+    return _RNNLayer.apply(xw, h0, W_hh)
+
+
+# -- GRU (d2l 9.1, torch's placement of b_hn) --------------------------------------------
+
+def _gru_step(xg_t, h, W_h, b_hn):
+    """One step. xg_t (B, 3H) holds X W_x + b for r, z, candidate; returns H' and what backward needs."""
+    H = h.shape[1]
+    hg = h @ W_h  # (B, 3H): all gates' hidden projections in one GEMM
+    rz = torch.sigmoid(xg_t[:, :2 * H] + hg[:, :2 * H])
+    r, z = rz[:, :H], rz[:, H:]
+    hn = hg[:, 2 * H:] + b_hn  # H W_hh + b_hn
+    n = torch.tanh(torch.addcmul(xg_t[:, 2 * H:], r, hn))  # candidate H~
+    h_new = torch.addcmul(n, z, h - n)  # Z H + (1 - Z) H~
+    return h_new, rz, n, hn
+
+
+class _GRULayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xg, h0, W_h, b_hn):  # (T, B, 3H), (B, H), (H, 3H), (H,) -> Y (T, B, H)
+        T, B, H = xg.shape[0], xg.shape[1], h0.shape[1]
+        Y = xg.new_empty(T, B, H)
+        RZ, N, HN = xg.new_empty(T, B, 2 * H), xg.new_empty(T, B, H), xg.new_empty(T, B, H)
+        h = h0
+        for t in range(T):
+            h, RZ[t], N[t], HN[t] = _gru_step(xg[t], h, W_h, b_hn)
+            Y[t] = h
+        ctx.save_for_backward(h0, W_h, Y, RZ, N, HN)
+        return Y
+
+    @staticmethod
+    def backward(ctx, dY):
+        h0, W_h, Y, RZ, N, HN = ctx.saved_tensors
+        T, H = Y.shape[0], Y.shape[2]
+        H_prev = torch.cat([h0[None], Y[:-1]])  # (T, B, H)
+        dxg = torch.empty(T, Y.shape[1], 3 * H, dtype=Y.dtype, device=Y.device)  # also the gate pre-activations'
+        dhg = torch.empty_like(dxg)  # gradient of H W_h (differs from dxg in the candidate block)
+        W_hT = W_h.T
+        dh = torch.zeros_like(h0)
+        for t in reversed(range(T)):
+            dh = dh + dY[t]
+            rz, n, hn, hp = RZ[t], N[t], HN[t], H_prev[t]
+            r, z = rz[:, :H], rz[:, H:]
+            dn_pre = dh * (1 - z) * (1 - n * n)  # through H~ and tanh
+            dr = dn_pre * hn
+            dz = dh * (hp - n)
+            torch.mul(torch.cat([dr, dz], 1), rz * (1 - rz), out=dxg[t, :, :2 * H])  # σ' = s(1 - s)
+            dxg[t, :, 2 * H:] = dn_pre
+            dhg[t, :, :2 * H] = dxg[t, :, :2 * H]
+            torch.mul(dn_pre, r, out=dhg[t, :, 2 * H:])
+            dh = torch.addmm(dh * z, dhg[t], W_hT)
+        dW_h = H_prev.flatten(0, 1).T @ dhg.flatten(0, 1)
+        db_hn = dhg[:, :, 2 * H:].sum((0, 1))
+        return dxg, dh, dW_h, db_hn
+
+
+def gru_layer(xg, h0, W_h, b_hn):
+    """Outputs (T, B, H) of a GRU layer; the final state is the last row."""
+    if not _needs_graph(xg, h0, W_h, b_hn):
+        return _GRULayer.forward(_NoCtx(), xg, h0, W_h, b_hn)
+    return _GRULayer.apply(xg, h0, W_h, b_hn)
+
+
+# -- LSTM (d2l 9.2) ----------------------------------------------------------------------
+
+class _LSTMLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xg, h0, c0, W_h):  # (T, B, 4H), (B, H), (B, H), (H, 4H) -> Y (T, B, H), C_T (B, H)
+        T, B, H = xg.shape[0], xg.shape[1], h0.shape[1]
+        Y = xg.new_empty(T, B, H)
+        G = xg.new_empty(T, B, 4 * H)  # activated gates i, f, C~, o
+        C, TC = xg.new_empty(T, B, H), xg.new_empty(T, B, H)  # memory cells and their tanh
+        h, c = h0, c0
+        for t in range(T):
+            g = torch.addmm(xg[t], h, W_h, out=G[t])  # all gates' pre-activations: (B, 4H)
+            i, f, cand, o = g.split(H, dim=1)
+            g[:, :2 * H].sigmoid_()
+            cand.tanh_()
+            o.sigmoid_()
+            c = torch.addcmul(f * c, i, cand, out=C[t])  # C = F C + I C~
+            h = torch.mul(o, torch.tanh(c, out=TC[t]), out=Y[t])  # H = O tanh(C)
+        ctx.save_for_backward(h0, c0, W_h, Y, G, C, TC)
+        return Y, C[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dY, dC_T):
+        h0, c0, W_h, Y, G, C, TC = ctx.saved_tensors
+        T, H = Y.shape[0], Y.shape[2]
+        H_prev = torch.cat([h0[None], Y[:-1]])
+        C_prev = torch.cat([c0[None], C[:-1]])
+        dgates = torch.empty_like(G)  # gradient of the gate pre-activations
+        W_hT = W_h.T
+        dh = torch.zeros_like(h0)
+        dc = dC_T.clone() if dC_T is not None else torch.zeros_like(c0)
+        for t in reversed(range(T)):
+            dh = dh + dY[t]
+            i, f, cand, o = G[t].split(H, dim=1)
+            tc = TC[t]
+            dc = dc + dh * o * (1 - tc * tc)
+            d = dgates[t]
+            torch.mul(dc, cand, out=d[:, :H])  # dI
+            torch.mul(dc, C_prev[t], out=d[:, H:2 * H])  # dF
+            torch.mul(dc, i, out=d[:, 2 * H:3 * H])  # dC~
+            torch.mul(dh, tc, out=d[:, 3 * H:])  # dO
+            sig = G[t]
+            d.mul_(torch.cat([sig[:, :2 * H] * (1 - sig[:, :2 * H]), 1 - cand * cand,
+                              sig[:, 3 * H:] * (1 - sig[:, 3 * H:])], 1))
+            dc = dc * f
+            dh = d @ W_hT
+        dW_h = H_prev.flatten(0, 1).T @ dgates.flatten(0, 1)
+        return dgates, dh, dc, dW_h
+
+
+def lstm_layer(xg, h0, c0, W_h):
+    """Outputs (T, B, H) and the final memory cell (B, H) of an LSTM layer."""
+    if not _needs_graph(xg, h0, c0, W_h):
+        return _LSTMLayer.forward(_NoCtx(), xg, h0, c0, W_h)
+    return _LSTMLayer.apply(xg, h0, c0, W_h)
+
+
+class _NoCtx:
+    """Stands in for autograd's ctx when no graph is needed (inference): saves nothing."""
+
+    def save_for_backward(self, *tensors):
+        pass
