@@ -311,8 +311,14 @@ class Trainer:
     def stop(self) -> None:
         self.stop_event.set()
 
-    # The body is one generator so that GUI and CLI consume the same events.
     def run(self) -> Iterator[Event]:
+        """The training events; a run that saves is also recorded under runs/ (see runs.py)."""
+        from .runs import record_run
+
+        return record_run(self, self._run_events())
+
+    # The body is one generator so that GUI and CLI consume the same events.
+    def _run_events(self) -> Iterator[Event]:
         cfg = self.config
         saved = None
         if cfg.resume:
@@ -381,6 +387,7 @@ class Trainer:
             if hidden_list:
                 hidden_list = [h.to(device) for h in hidden_list]
                 hidden = tuple(hidden_list) if len(hidden_list) > 1 else hidden_list[0]
+            hidden = self.scatter_state(hidden, saved.get("train", {}).get("world_size", 1))
 
         steps_per_epoch = len(first_plan)
         total = cfg.max_steps or (cfg.epochs * steps_per_epoch if cfg.epochs else 0)
@@ -419,7 +426,7 @@ class Trainer:
         cfg = self.config
         warnings_out: list[str] = []
         train_metrics = MetricSet(metric_classes, warnings_out.append)
-        val_metrics = MetricSet(metric_classes, warnings_out.append)
+        val_metrics = self.make_metric_set(metric_classes, warnings_out.append, split="val")
         params = [p for p in model.parameters() if p.requires_grad]
         cell_source = f"cell {cfg.cell!r}"
         tokens_done = 0
@@ -435,6 +442,7 @@ class Trainer:
         batch = batch_start
         state = hidden
         model.train()
+        forward = self.training_forward(model)  # under torchrun: DDP's forward, so its gradient hooks fire
 
         def flush_warnings():
             while warnings_out:
@@ -451,9 +459,10 @@ class Trainer:
         def save(best=False):
             nonlocal last_ckpt_time
             last_ckpt_time = time.monotonic()
+            h = state_tensors(state) if (state is not None and cfg.partition == "sequential") else None
+            h = self.gather_state(h)  # under torchrun every rank takes part; only rank 0 writes
             if writer is None:
                 return None
-            h = state_tensors(state) if (state is not None and cfg.partition == "sequential") else None
             try:
                 writer.save(model, opt, position(), h, summary(), best=best)
             except OSError as exc:
@@ -467,7 +476,7 @@ class Trainer:
             nonlocal best_val, last_val
             last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, val_metrics, device,
                                 rank=cfg.rank, world_size=cfg.world_size) if len(val_ids) > 1 else {}
-            last_val = self.reduce_metrics(last_val)
+            last_val = self.reduce_metrics(last_val, val_metrics)
             ppl = last_val.get("perplexity", math.inf)
             improved = ppl < best_val
             if improved:
@@ -481,7 +490,7 @@ class Trainer:
             if batch == 0:
                 state = None  # d2l: a fresh state at the start of every epoch
             while batch < len(plan):
-                if self.stop_event.is_set():
+                if self.should_stop():
                     stopped = True
                     break
                 while self.pause_event.is_set() and not self.stop_event.is_set():
@@ -494,11 +503,11 @@ class Trainer:
                 else:
                     state = detach_state(state)
                 try:
-                    logits, new_state = model.forward_flat(X, state)
+                    logits, new_state = forward(X, state)
                     y = model.flat_targets(Y)
                     nll = F.cross_entropy(logits, y, reduction="none")
                     loss = nll.mean()
-                    loss_value = loss.item()
+                    loss_value = self.reduce_loss(loss.detach())  # the global mean under data parallelism
                     if not math.isfinite(loss_value):
                         raise _Diverged(f"the loss became {loss_value}")
                     opt.zero_grad(set_to_none=True)
@@ -602,10 +611,34 @@ class Trainer:
         return self.config.rank == 0
 
     def sync_gradients(self, model) -> None:
-        """Average gradients across ranks; nothing to do in one process."""
+        """Average gradients across ranks; nothing to do in one process (DDP does it during backward)."""
 
-    def reduce_metrics(self, values: dict[str, float]) -> dict[str, float]:
+    def training_forward(self, model):
+        """What the training step calls: ``(X, state) -> (logits (T*B, V), state)``."""
+        return model.forward_flat
+
+    def should_stop(self) -> bool:
+        """Checked before every step; under torchrun all ranks must agree."""
+        return self.stop_event.is_set()
+
+    def reduce_loss(self, loss: torch.Tensor) -> float:
+        """This step's mean loss as a number; under torchrun the mean over all ranks."""
+        return loss.item()
+
+    def make_metric_set(self, classes: dict[str, type], warn, *, split: str) -> MetricSet:
+        return MetricSet(classes, warn)
+
+    def reduce_metrics(self, values: dict[str, float], metrics: MetricSet | None = None) -> dict[str, float]:
+        """Validation values over the whole split; in one process they already are."""
         return values
+
+    def gather_state(self, hidden: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        """The hidden state to checkpoint; under torchrun the rows of every rank."""
+        return hidden
+
+    def scatter_state(self, hidden, saved_world_size: int):
+        """A resumed hidden state; it only fits the batch layout when the number of processes is unchanged."""
+        return hidden if saved_world_size == self.config.world_size else None
 
     def _sample(self, model, vocab, prefix) -> str:
         try:
