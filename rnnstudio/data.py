@@ -31,6 +31,7 @@ def _pieces(chunks: Iterable[str], tokenizer: str, preprocess: str) -> Iterator[
     then apply the preprocessing. d2l joins its preprocessed lines with nothing between them."""
     need_lines = preprocess == "d2l"
     need_words = tokenizer == "word"
+    joiner = " " if need_words else ""  # d2l keeps each line's words apart; its characters run together
     carry = ""
     for chunk in chunks:
         if not chunk:
@@ -48,15 +49,15 @@ def _pieces(chunks: Iterable[str], tokenizer: str, preprocess: str) -> Iterator[
             carry = text
             continue
         piece, carry = text[:cut], text[cut:]
-        yield _apply(piece, preprocess)
+        yield _apply(piece, preprocess, joiner)
     if carry:
-        yield _apply(carry, preprocess)
+        yield _apply(carry, preprocess, joiner)
 
 
-def _apply(piece: str, preprocess: str) -> str:
+def _apply(piece: str, preprocess: str, joiner: str) -> str:
     if preprocess == "raw":
         return piece
-    return "".join(d2l_preprocess_line(line) for line in piece.split("\n"))
+    return joiner.join(d2l_preprocess_line(line) for line in piece.split("\n"))
 
 
 def tokenize(text: str, tokenizer: str = "char") -> list[str]:
