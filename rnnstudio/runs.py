@@ -1,0 +1,279 @@
+"""Run records: every training run's config, metric curves, final metrics, device, time and speed, as JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+from . import paths
+from .errors import RNNStudioError
+from .fileio import atomic_write_json, atomic_write_text
+
+FORMAT = "rnnstudio-run"
+VERSION = 1
+MAX_POINTS = 2000  # a curve longer than this is thinned to every other point (and sampled half as often)
+TARGET_POINTS = 500  # aim for about this many training points per run
+WRITE_SECONDS = 10.0  # rewrite the record after a validation at most this often while training
+
+CSV_COLUMNS = ("id", "model", "status", "started", "corpus", "cell", "tokens", "hidden_size", "num_layers",
+               "optimizer", "lr", "batch_size", "seq_len", "steps", "parameters", "device", "seconds",
+               "tokens_per_s", "train_perplexity", "val_perplexity", "best_val_perplexity", "error")
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _finite(x):
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+class RunRecorder:
+    """Builds one run's record from the trainer's events; cheap per event (an int compare per step)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.record: dict | None = None
+        self.path: Path | None = None
+        self.every = 1
+        self._last_write = 0.0
+        self._t0 = time.monotonic()
+
+    # -- events ------------------------------------------------------------------------
+    def observe(self, event) -> None:
+        kind = event.kind
+        if kind == "progress":
+            if self.record is not None and (event.step % self.every == 0 or event.step == event.total_steps):
+                self._add_train_point(event)
+        elif kind == "evaluated":
+            self._add_val_point(event)
+        elif kind == "started":
+            self._start(event)
+        elif kind == "summary":
+            self._summary(event)
+
+    def _start(self, ev) -> None:
+        total = ev.total_steps - ev.step if ev.total_steps else 0
+        self.every = max(1, total // TARGET_POINTS) if total else 10
+        cfg = self.config
+        self.record = {
+            "format": FORMAT, "version": VERSION, "id": "", "model": ev.model, "status": "running", "error": None,
+            "started": _now_iso(), "ended": None, "seconds": None, "device": ev.device,
+            "parameters": ev.parameters, "vocab_size": ev.vocab_size, "train_tokens": ev.train_tokens,
+            "val_tokens": ev.val_tokens, "total_steps": ev.total_steps, "start_step": ev.step,
+            "model_path": ev.path, "config": cfg,
+            "curves": {"train": {"step": [], "loss": [], "perplexity": [], "tokens_per_s": []}, "val": {"step": []}},
+            "final": {},
+        }
+        self.path = _new_path(ev.model)
+        self.record["id"] = self.path.stem
+        self._write()
+
+    def _add_train_point(self, ev) -> None:
+        train = self.record["curves"]["train"]
+        train["step"].append(ev.step)
+        train["loss"].append(_finite(ev.loss))
+        train["perplexity"].append(_finite(ev.train.get("perplexity")))
+        train["tokens_per_s"].append(_finite(ev.tokens_per_s))
+        if len(train["step"]) > MAX_POINTS:
+            for key in train:
+                train[key] = train[key][::2]
+            self.every *= 2
+
+    def _add_val_point(self, ev) -> None:
+        if self.record is None:
+            return
+        val = self.record["curves"]["val"]
+        if val["step"] and val["step"][-1] == ev.step:
+            return  # the same step evaluated twice (end of epoch and end of run)
+        val["step"].append(ev.step)
+        for name, value in ev.val.items():
+            column = val.setdefault(name, [None] * (len(val["step"]) - 1))
+            column.append(_finite(value))
+        for name, column in val.items():
+            if len(column) < len(val["step"]):
+                column.append(None)
+        if time.monotonic() - self._last_write >= WRITE_SECONDS:
+            self._write()
+
+    def _summary(self, ev) -> None:
+        if self.record is None:
+            return
+        val_ppl = [v for v in self.record["curves"]["val"].get("perplexity", []) if v is not None]
+        self.record["final"] = {
+            "steps": ev.steps, "epochs": ev.epochs, "stopped": ev.stopped,
+            "train_perplexity": _finite(ev.train_perplexity), "val_perplexity": _finite(ev.val_perplexity),
+            "best_val_perplexity": min(val_ppl) if val_ppl else None,
+            "tokens_per_s": _finite(ev.tokens_per_s), "seconds": _finite(ev.seconds),
+            "train": {k: _finite(v) for k, v in ev.train.items()}, "val": {k: _finite(v) for k, v in ev.val.items()},
+        }
+        self.record["device"] = ev.device
+        self.record["seconds"] = _finite(ev.seconds)
+        self.record["status"] = "stopped" if ev.stopped else "finished"
+
+    def close(self, status: str | None = None, error: str | None = None) -> None:
+        """Write the final record; ``status`` overrides (``failed``, ``interrupted``) when the run did not end well."""
+        if self.record is None:
+            return
+        if status:
+            self.record["status"] = status
+        if error:
+            self.record["error"] = error
+        if self.record["status"] == "running":
+            self.record["status"] = "interrupted"
+        self.record["ended"] = _now_iso()
+        if self.record["seconds"] is None:
+            self.record["seconds"] = time.monotonic() - self._t0
+        self._write()
+
+    def _write(self) -> None:
+        self._last_write = time.monotonic()
+        try:
+            atomic_write_json(self.path, self.record)
+        except OSError:
+            pass  # a run record must never stop training
+
+
+def _new_path(model: str) -> Path:
+    folder = paths.runs_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[:80] or "run"
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}"
+    path, n = folder / f"{stem}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}.json"
+    path.touch()  # claim the name; the atomic write replaces it
+    return path
+
+
+def record_run(trainer, events: Iterator) -> Iterator:
+    """Pass the trainer's events through, recording the run. Runs that do not save (benchmarks) and
+    non-main ranks are not recorded."""
+    cfg = trainer.config
+    if not getattr(cfg, "save", True) or getattr(cfg, "rank", 0) != 0:
+        yield from events
+        return
+    recorder = None
+    try:
+        for event in events:
+            if event.kind == "started":
+                recorder = RunRecorder(trainer.config.to_json())
+            if recorder is not None:
+                recorder.observe(event)
+            yield event
+    except GeneratorExit:
+        if recorder:
+            recorder.close("interrupted")
+        raise
+    except RNNStudioError as exc:
+        if recorder:
+            recorder.close("failed", str(exc))
+        raise
+    except BaseException as exc:
+        if recorder:
+            recorder.close("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        if recorder:
+            recorder.close()
+
+
+# -- reading --------------------------------------------------------------------------------
+
+def list_runs() -> list[dict]:
+    """Every run record, oldest first; an unreadable one is listed as ``{id, path, error}``."""
+    folder = paths.runs_dir()
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            out.append(load_run(path))
+        except RNNStudioError as exc:
+            out.append({"id": path.stem, "path": str(path), "error": str(exc), "status": "broken"})
+    out.sort(key=lambda r: (r.get("started") or "", r["id"]))
+    return out
+
+
+def load_run(path_or_id) -> dict:
+    path = Path(path_or_id)
+    if not path.suffix == ".json" or not path.exists():
+        path = paths.runs_dir() / f"{path_or_id}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RNNStudioError(f"no run {str(path_or_id)!r} (looked in {paths.runs_dir()}); see `rnnstudio runs`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RNNStudioError(f"run record {path.name} is unreadable ({exc}); delete it") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise RNNStudioError(f"{path.name} is not an RNN Studio run record")
+    record["path"] = str(path)
+    return record
+
+
+def run_row(record: dict) -> dict:
+    """One flat row per run: what the table, ``rnnstudio runs`` and the CSV show."""
+    if record.get("status") == "broken":
+        return {c: record.get(c) for c in CSV_COLUMNS}
+    cfg = record.get("config") or {}
+    final = record.get("final") or {}
+    return {
+        "id": record.get("id"), "model": record.get("model"), "status": record.get("status"),
+        "started": record.get("started"), "corpus": cfg.get("corpus"), "cell": cfg.get("cell"),
+        "tokens": cfg.get("tokens"), "hidden_size": cfg.get("hidden_size"), "num_layers": cfg.get("num_layers"),
+        "optimizer": cfg.get("optimizer"), "lr": cfg.get("lr"), "batch_size": cfg.get("batch_size"),
+        "seq_len": cfg.get("seq_len"), "steps": final.get("steps"), "parameters": record.get("parameters"),
+        "device": record.get("device"), "seconds": record.get("seconds"), "tokens_per_s": final.get("tokens_per_s"),
+        "train_perplexity": final.get("train_perplexity"), "val_perplexity": final.get("val_perplexity"),
+        "best_val_perplexity": final.get("best_val_perplexity"), "error": record.get("error"),
+    }
+
+
+def runs_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: ("" if v is None else v) for k, v in run_row(record).items()})
+    return buf.getvalue()
+
+
+def export_csv(records: list[dict], path: str | os.PathLike) -> Path:
+    """Write the runs' final metrics as CSV (one row per run), atomically."""
+    path = Path(path)
+    try:
+        atomic_write_text(path, runs_csv(records))
+    except OSError as exc:
+        raise RNNStudioError(f"cannot write {path} ({exc.strerror or exc}); pick another file") from None
+    return path
+
+
+def curve(record: dict, metric: str) -> tuple[list[int], list[float]]:
+    """(steps, values) for ``train loss``, ``train perplexity``, ``val perplexity`` or any ``val <metric>``."""
+    split, _, name = metric.partition(" ")
+    data = (record.get("curves") or {}).get(split) or {}
+    steps, values = data.get("step") or [], data.get(name) or []
+    pairs = [(s, v) for s, v in zip(steps, values) if v is not None]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def curve_names(records: list[dict]) -> list[str]:
+    """The curves these runs have, e.g. ``val perplexity``, ``train loss``."""
+    names = []
+    for split in ("val", "train"):
+        for record in records:
+            for name in (record.get("curves") or {}).get(split) or {}:
+                label = f"{split} {name}"
+                if name != "step" and label not in names:
+                    names.append(label)
+    return names
