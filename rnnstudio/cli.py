@@ -291,9 +291,11 @@ def cmd_score(args) -> int:
     corpus = host.corpus("text-file")(path=args.file, encoding=args.encoding, errors=args.errors)
     text = "".join(corpus.iter_text())
     if getattr(args, "explain", False):
-        from .inspector import explain  # noqa: F401  (issue 8)
+        from .inspector import explain, format_explanation
 
         result = explain(loaded, text, host=host)
+        if not args.json:
+            print(format_explanation(result))
     else:
         result = score_text(loaded, text, host=host)
     if args.json:
@@ -302,6 +304,32 @@ def cmd_score(args) -> int:
         print(f"{args.file}: perplexity {_fmt(result.get('perplexity'))} over {result['scored']:,} {result['unit']} "
               f"(cross-entropy {_fmt(result.get('cross-entropy'))} nats, {_fmt(result.get('bits-per-token'))} bits per "
               f"token, accuracy {_fmt(result.get('accuracy'))}; {result['unknown']} unknown)")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .runs import export_csv, list_runs, run_row
+
+    records = list_runs()
+    if args.csv:
+        path = export_csv(records, args.csv)
+        print(f"wrote {len(records)} runs to {path}", file=sys.stderr)
+    if args.json:
+        _print_json([run_row(r) for r in records])
+        return 0
+    if args.csv:
+        return 0
+    if not records:
+        print("no runs recorded yet; every `rnnstudio train` (and GUI training) records one")
+        return 0
+    print(f"{'run':<40} {'cell':<12} {'size':>7} {'steps':>6} {'val ppl':>8} {'tok/s':>9} {'device':<7} status")
+    for r in map(run_row, records):
+        if r["status"] == "broken":
+            print(f"{r['id']:<40} BROKEN: {r['error']}")
+            continue
+        size = f"{r['num_layers']}x{r['hidden_size']}"
+        print(f"{r['id']:<40} {str(r['cell']):<12} {size:>7} {r['steps'] if r['steps'] is not None else '-':>6} "
+              f"{_fmt(r['val_perplexity']):>8} {_fmt(r['tokens_per_s'], ',.0f'):>9} {str(r['device']):<7} {r['status']}")
     return 0
 
 
@@ -394,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("models", "list saved models")
     sp.add_argument("--json", action="store_true")
 
+    sp = add("runs", "list recorded training runs: config, final metrics, device, speed")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--csv", metavar="FILE", default=None, help="also write the runs' final metrics to FILE as CSV")
+
     sp = add("score", "perplexity of a text file under a model")
     sp.add_argument("--model", required=True)
     sp.add_argument("file")
@@ -406,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"gui": cmd_gui, "plugins": cmd_plugins, "train": cmd_train, "generate": cmd_generate,
-            "models": cmd_models, "score": cmd_score}
+            "models": cmd_models, "score": cmd_score, "runs": cmd_runs}
 
 
 def main(argv: list[str] | None = None) -> int:
