@@ -1,0 +1,258 @@
+"""Data-parallel training under ``torchrun``: PyTorch DDP over the one trainer loop, rank 0 logs and saves."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import RNNStudioError
+from .trainer import MetricSet, Trainer, TrainConfig, _model_name
+
+#: Seconds a rank waits for the others in one collective before it gives up (env RNNSTUDIO_DIST_TIMEOUT).
+DEFAULT_TIMEOUT_S = 600.0
+
+#: The built-in metrics, computed from the global sums (nll, tokens, correct) rather than averaged.
+_BUILTIN_FROM_SUMS = {
+    "perplexity": lambda nll, n, correct: math.exp(nll / n),
+    "cross-entropy": lambda nll, n, correct: nll / n,
+    "bits-per-token": lambda nll, n, correct: nll / n / math.log(2),
+    "accuracy": lambda nll, n, correct: correct / n,
+}
+
+LAUNCH_HINT = ("start it with torchrun, e.g. `torchrun --standalone --nproc_per_node=2 -m rnnstudio train ... "
+               "--distributed`")
+
+
+class FlatForward(nn.Module):
+    """DDP wraps this thin module, so ``forward`` (and with it DDP's gradient hooks) runs ``forward_flat``.
+
+    The hidden state goes in and comes out as arguments; it is never a buffer, which DDP would
+    overwrite with rank 0's on every forward.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor, state):  # (B, T), state -> (T*B, V), state
+        return self.model.forward_flat(idx, state)
+
+
+class ReducingMetricSet(MetricSet):
+    """A validation MetricSet that also keeps the sums the built-in metrics are made of."""
+
+    def reset(self):
+        super().reset()
+        self.nll_sum, self.count, self.correct = 0.0, 0, 0
+
+    def update(self, logits, targets, nll):
+        super().update(logits, targets, nll)
+        self.nll_sum += float(nll.double().sum())
+        self.count += int(nll.numel())
+        self.correct += int((logits.argmax(dim=-1) == targets).sum())
+
+
+def _metric_state(metric):
+    """``metric.state()`` when the metric offers the optional ``state()``/``merge()`` pair, else None."""
+    if callable(getattr(metric, "state", None)) and callable(getattr(metric, "merge", None)):
+        return metric.state()
+    return None
+
+
+def _is_builtin(metric) -> bool:
+    return type(metric).__module__.startswith("rnnstudio.builtin_plugins")
+
+
+class DistributedTrainer(Trainer):
+    """The single-process Trainer with DDP for the gradients and collectives where the ranks must agree."""
+
+    def __init__(self, config: TrainConfig, **kw):
+        super().__init__(config, **kw)
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        self._stop_agreed = False
+        self._warned: set[str] = set()
+
+    # The model is wrapped once, at the start of the loop (after a resume has loaded its weights).
+    def training_forward(self, model):
+        device = next(model.parameters()).device
+        ids = [device.index] if device.type == "cuda" else None
+        self.ddp = nn.parallel.DistributedDataParallel(FlatForward(model), device_ids=ids)
+        return self.ddp
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # One small all-reduce per step carries the loss and the stop flag, so every rank stops at the same step.
+    def reduce_loss(self, loss: torch.Tensor) -> float:
+        stop = 1.0 if self.stop_event.is_set() else 0.0
+        both = torch.stack([loss.float().reshape(()), torch.tensor(stop, device=loss.device)])
+        dist.all_reduce(both)
+        loss_sum, stops = both.tolist()
+        self._stop_agreed = stops > 0
+        return loss_sum / dist.get_world_size()
+
+    def should_stop(self) -> bool:
+        return self._stop_agreed
+
+    def make_metric_set(self, classes, warn, *, split):
+        return ReducingMetricSet(classes, warn) if split == "val" else MetricSet(classes, warn)
+
+    def _warn_once(self, metrics: MetricSet, name: str, message: str) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            metrics.warn(message)
+
+    def reduce_metrics(self, values, metrics=None):
+        """Global validation metrics: built-ins from the summed nll/tokens/correct, plugins via state()/merge()."""
+        if not isinstance(metrics, ReducingMetricSet):
+            return values
+        states = {}
+        for name, m in metrics.metrics.items():
+            if _is_builtin(m) and name in _BUILTIN_FROM_SUMS:
+                continue
+            try:
+                states[name] = _metric_state(m)
+            except Exception as exc:
+                states[name] = None
+                self._warn_once(metrics, name, f"metric {name!r}: state() raised {type(exc).__name__}: {exc}; "
+                                               f"its value is rank 0's share of the validation set")
+        mine = {"values": values, "states": states, "sums": (metrics.nll_sum, metrics.count, metrics.correct)}
+        everyone: list = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, mine)  # the same list on every rank, so every rank computes the same
+        nll = sum(e["sums"][0] for e in everyone)
+        n = sum(e["sums"][1] for e in everyone)
+        correct = sum(e["sums"][2] for e in everyone)
+        rank0 = everyone[0]["values"]
+        out = {}
+        for name, m in metrics.metrics.items():
+            if _is_builtin(m) and name in _BUILTIN_FROM_SUMS:
+                out[name] = _BUILTIN_FROM_SUMS[name](nll, n, correct) if n else float("nan")
+                continue
+            shards = [e["states"].get(name) for e in everyone]
+            if all(s is not None for s in shards):
+                try:
+                    for r, shard in enumerate(shards):
+                        if r != dist.get_rank():
+                            m.merge(shard)
+                    out[name] = float(m.value())
+                    continue
+                except Exception as exc:
+                    self._warn_once(metrics, name, f"metric {name!r}: merge() raised {type(exc).__name__}: {exc}; "
+                                                   f"its value is rank 0's share of the validation set")
+            else:
+                self._warn_once(metrics, name, f"metric {name!r} has no state()/merge() pair, so under "
+                                               f"torchrun its value is rank 0's share of the validation set")
+            if name in rank0:
+                out[name] = rank0[name]
+        return out
+
+    def gather_state(self, hidden):
+        """Every rank's rows of the state, (L, B, H) each -> (L, world*B, H), so a resume restores them all."""
+        if hidden is None:
+            return None
+        B = self.config.batch_size
+        if not all(h.dim() >= 2 and h.shape[1] == B for h in hidden):
+            return hidden  # an unusual state layout: checkpoint rank 0's rows only
+        out = []
+        for h in hidden:
+            parts = [torch.empty_like(h) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, h.detach().contiguous())
+            out.append(torch.cat(parts, dim=1))
+        return out
+
+    def scatter_state(self, hidden, saved_world_size):
+        """This rank's rows of a resumed state; a different number of processes starts a fresh state."""
+        if hidden is None or saved_world_size != self.config.world_size:
+            return None
+        B, r = self.config.batch_size, self.config.rank
+        tensors = list(hidden) if isinstance(hidden, tuple) else [hidden]
+        if not all(h.dim() >= 2 and h.shape[1] == B * saved_world_size for h in tensors):
+            return hidden
+        rows = [h[:, r * B:(r + 1) * B].contiguous() for h in tensors]
+        return tuple(rows) if isinstance(hidden, tuple) else rows[0]
+
+
+# -- launching ----------------------------------------------------------------------------
+
+def torchrun_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the environment torchrun sets; a user error without it."""
+    missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise RNNStudioError(f"--distributed runs under torchrun, which sets {', '.join(missing)}; {LAUNCH_HINT}")
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+
+
+def rank_device(spec: str, local_rank: int) -> torch.device:
+    """Each rank on its own device: ``cuda:LOCAL_RANK`` when CUDA is asked for (or auto), else the CPU."""
+    spec = (spec or "auto").strip().lower()
+    if spec in ("auto", "cuda") and torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise RNNStudioError(f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+                                 f"start at most that many processes per node (--nproc_per_node)")
+        return torch.device("cuda", local_rank)
+    if spec in ("auto", "cpu"):
+        return torch.device("cpu")
+    raise RNNStudioError(f"--device {spec!r} is not supported with --distributed; use auto, cuda or cpu "
+                         f"(each rank takes cuda:LOCAL_RANK)")
+
+
+def timeout_seconds() -> float:
+    raw = os.environ.get("RNNSTUDIO_DIST_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise RNNStudioError(f"RNNSTUDIO_DIST_TIMEOUT must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise RNNStudioError(f"RNNSTUDIO_DIST_TIMEOUT must be positive, got {raw!r}")
+    return value
+
+
+def init_from_torchrun(config: TrainConfig) -> torch.device:
+    """Join the process group torchrun describes; set the config's rank, world size and device."""
+    rank, world, local_rank = torchrun_env()
+    device = rank_device(config.device, local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+    config.rank, config.world_size = rank, world
+    config.device = str(device)
+    # The minutes timer would fire at different steps on different ranks; checkpoints must be collective.
+    config.checkpoint_minutes = 0
+    # One name for the run: rank 0's (a derived name contains the time, which differs between ranks).
+    name = [config.name or _model_name(config)]
+    dist.broadcast_object_list(name, src=0)
+    config.name = name[0]
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # a peer already gone: nothing left to tidy
+            pass
+
+
+def run_distributed(config: TrainConfig, host, args) -> int:
+    """``rnnstudio train --distributed`` on every rank; only rank 0 prints and writes the model."""
+    from .cli import _consume
+
+    try:
+        init_from_torchrun(config)
+        trainer = DistributedTrainer(config, host=host)
+        main = config.rank == 0
+        try:
+            return _consume(trainer, bool(args.json) and main, quiet=not main)
+        except RNNStudioError as exc:
+            if config.world_size > 1:
+                raise RNNStudioError(f"rank {config.rank} of {config.world_size}: {exc}") from None
+            raise
+    finally:
+        shutdown()
