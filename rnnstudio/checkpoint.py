@@ -324,6 +324,59 @@ def list_models() -> list[ModelInfo]:
     return out
 
 
+# -- managing model folders (the GUI's models view) ------------------------------------
+
+def _existing_idle_model(name: str) -> Path:
+    path = paths.models_dir() / check_name(name)
+    if not path.is_dir():
+        raise RNNStudioError(f"no model named {name!r} (looked in {path.parent}); refresh the list")
+    lock = ModelLock(name)
+    owner = lock._owner() if lock.path.exists() else None
+    if owner is not None and _alive(owner):
+        raise RNNStudioError(f"model {name!r} is being trained right now; stop the training first")
+    return path
+
+
+def rename_model(name: str, new_name: str) -> Path:
+    """Rename a model folder; refuses while it trains or when the new name is taken."""
+    path = _existing_idle_model(name)
+    target = paths.models_dir() / check_name(new_name)
+    if target.exists():
+        raise RNNStudioError(f"a model named {new_name!r} already exists; pick another name")
+    os.rename(path, target)
+    try:  # keep config.json's own name in step with the folder
+        config = json.loads((target / CONFIG).read_text(encoding="utf-8"))
+        config["name"] = new_name
+        if isinstance(config.get("train"), dict):
+            config["train"]["name"] = new_name
+        atomic_write_json(target / CONFIG, config)
+    except (OSError, ValueError, TypeError):
+        pass  # a broken model keeps its broken config; it is still renamed
+    return target
+
+
+def delete_model(name: str) -> None:
+    """Remove a model folder for good; refuses while it trains."""
+    path = _existing_idle_model(name)
+    trash = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+    os.rename(path, trash)  # atomic: the model vanishes from lists at once
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def export_model(name: str, dest: str | os.PathLike) -> Path:
+    """Copy a model folder to ``dest``; a ``dest`` ending in ``.zip`` becomes a zip archive of the folder."""
+    path = _existing_idle_model(name)
+    dest = Path(dest).expanduser()
+    if dest.suffix.lower() == ".zip":
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        archive = shutil.make_archive(str(dest.with_suffix("")), "zip", root_dir=path.parent, base_dir=path.name)
+        return Path(archive)
+    if dest.exists():
+        raise RNNStudioError(f"{dest} already exists; pick a new folder name to export to")
+    shutil.copytree(path, dest)
+    return dest
+
+
 # -- one trainer per model: a lock file -------------------------------------------------
 
 class ModelLock:

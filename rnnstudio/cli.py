@@ -89,6 +89,51 @@ def train_config_from_args(args):
     )
 
 
+# TrainConfig field -> `rnnstudio train` flag, in the order the command lists them.
+_TRAIN_FLAGS = (
+    ("corpus", "--corpus"), ("tokens", "--tokens"), ("preprocess", "--preprocess"), ("min_freq", "--min-freq"),
+    ("max_tokens", "--max-tokens"), ("cell", "--cell"), ("hidden_size", "--hidden-size"),
+    ("num_layers", "--num-layers"), ("dropout", "--dropout"), ("encoding", "--encoding"),
+    ("embed_size", "--embed-size"), ("batch_size", "--batch-size"), ("seq_len", "--seq-len"),
+    ("epochs", "--epochs"), ("max_steps", "--max-steps"), ("optimizer", "--optimizer"), ("lr", "--lr"),
+    ("clip", "--clip"), ("partition", "--partition"), ("seed", "--seed"), ("device", "--device"),
+    ("threads", "--threads"), ("name", "--name"), ("eval_every", "--eval-every"),
+    ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"),
+    ("checkpoint_minutes", "--checkpoint-minutes"),
+)
+
+
+def _option_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def command_for_config(config, *, distributed: bool = False, nproc: int = 2) -> list[str]:
+    """The ``rnnstudio train ...`` argv that reproduces ``config`` (only non-default settings are listed).
+
+    ``distributed`` gives the ``torchrun --standalone --nproc_per_node=N -m rnnstudio train ... --distributed`` form.
+    """
+    from .trainer import TrainConfig
+
+    default = TrainConfig()
+    args: list[str] = []
+    for field_name, flag in _TRAIN_FLAGS:
+        value = getattr(config, field_name)
+        if value is None or value == getattr(default, field_name):
+            continue
+        args += [flag, _option_text(value)]
+    for flag, options in (("--corpus-opt", config.corpus_options), ("--cell-opt", config.cell_options)):
+        for key, value in options.items():
+            if value is not None:
+                args += [flag, f"{key}={_option_text(value)}"]
+    if config.resume:
+        args.append("--resume")
+    if distributed:
+        return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "rnnstudio", "train", *args, "--distributed"]
+    return ["rnnstudio", "train", *args]
+
+
 def _resolve_component_options(host, config) -> None:
     """Parse KEY=VALUE strings against the plugins' declared params (errors before any work)."""
     corpus_cls = host.corpus(config.corpus)

@@ -1,0 +1,63 @@
+"""Start the desktop app: ``rnnstudio`` (or ``rnnstudio gui``) calls ``main()``."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtWidgets import QApplication
+
+
+def resource_bytes(name: str) -> bytes:
+    """A file shipped in the ``rnnstudio.resources`` package (the repository's ``resources/`` folder)."""
+    return resources.files("rnnstudio.resources").joinpath(name).read_bytes()
+
+
+def app_icon() -> QIcon:
+    pixmap = QPixmap()
+    pixmap.loadFromData(resource_bytes("icon.png"), "PNG")
+    return QIcon(pixmap)
+
+
+def stylesheet() -> str:
+    return resource_bytes("style.qss").decode("utf-8")
+
+
+def create_app(argv: list[str] | None = None) -> QApplication:
+    """The QApplication with the app's name, icon and stylesheet (an existing one is reused, e.g. in tests)."""
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
+    app.setApplicationName("RNN Studio")
+    app.setOrganizationName("rnnstudio")
+    app.setWindowIcon(app_icon())
+    app.setStyleSheet(stylesheet())
+    return app
+
+
+def create_window(*, no_plugins: bool = False, restore: bool = True):
+    """The main window over the plugin host (built-ins only with ``no_plugins``)."""
+    from ..plugins import default_host, load_plugins, set_default_host
+    from .main_window import MainWindow
+
+    if no_plugins:
+        set_default_host(load_plugins(no_plugins=True))
+    host = default_host()
+    window = MainWindow(host, restore=restore)
+    window.setWindowIcon(app_icon())
+    if host.failures:
+        names = ", ".join(f.plugin for f in host.failures)
+        window.statusBar().showMessage(f"some plugins failed to load ({names}); see `rnnstudio plugins`", 20000)
+    return window
+
+
+def main(no_plugins: bool = False) -> int:
+    app = create_app()
+    app.setAttribute(Qt.AA_DontShowIconsInMenus, False)
+    window = create_window(no_plugins=no_plugins)
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Live training charts (pyqtgraph): perplexity against step, and any other metric the metric plugins report."""
+
+from __future__ import annotations
+
+import math
+
+import pyqtgraph as pg
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+pg.setConfigOptions(antialias=True, background="w", foreground="#333a48")
+
+TRAIN_PEN = pg.mkPen("#2b5fd9", width=2)
+VAL_PEN = pg.mkPen("#e08a00", width=2)
+
+
+class MetricSeries:
+    """Steps and values of one metric on one split."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.values: list[float] = []
+
+    def add(self, step: int, value) -> None:
+        if value is not None and math.isfinite(value):
+            self.steps.append(step)
+            self.values.append(float(value))
+
+
+class TrainingCharts(QWidget):
+    """Two plots: perplexity (train line, validation points) and a chosen other metric."""
+
+    MAIN = "perplexity"
+
+    def __init__(self, metric_names: list[str] = (), parent=None):
+        super().__init__(parent)
+        self.metric_names = list(metric_names)  # listed before any value arrives
+        self.train: dict[str, MetricSeries] = {}
+        self.val: dict[str, MetricSeries] = {}
+
+        self.ppl_plot = pg.PlotWidget()
+        self.ppl_plot.setTitle("Perplexity")
+        self.ppl_plot.setLabel("bottom", "step")
+        self.ppl_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.ppl_plot.addLegend(offset=(-10, 10))
+        self.train_curve = self.ppl_plot.plot([], [], pen=TRAIN_PEN, name="train")
+        self.val_curve = self.ppl_plot.plot([], [], pen=VAL_PEN, symbol="o", symbolSize=7, symbolBrush="#e08a00",
+                                            symbolPen="#e08a00", name="validation")
+
+        self.metric_plot = pg.PlotWidget()
+        self.metric_plot.setLabel("bottom", "step")
+        self.metric_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.metric_plot.addLegend(offset=(-10, 10))
+        self.metric_train_curve = self.metric_plot.plot([], [], pen=TRAIN_PEN, name="train")
+        self.metric_val_curve = self.metric_plot.plot([], [], pen=VAL_PEN, symbol="o", symbolSize=6,
+                                                      symbolBrush="#e08a00", symbolPen="#e08a00", name="validation")
+
+        self.log_scale = QCheckBox("log scale")
+        self.log_scale.toggled.connect(lambda on: self.ppl_plot.setLogMode(y=on))
+        self.metric_choice = QComboBox()
+        self.metric_choice.setMinimumContentsLength(14)
+        self.metric_choice.currentTextChanged.connect(self._refresh_metric)
+
+        self.metric_choice.addItems(self.metric_names)
+        controls = QHBoxLayout()
+        controls.addWidget(self.log_scale)
+        controls.addStretch(1)
+        controls.addWidget(QLabel("other metric:"))
+        controls.addWidget(self.metric_choice)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(controls)
+        layout.addWidget(self.ppl_plot, 3)
+        layout.addWidget(self.metric_plot, 2)
+
+    def clear(self) -> None:
+        self.train.clear()
+        self.val.clear()
+        chosen = self.metric_choice.currentText()
+        self.metric_choice.blockSignals(True)
+        self.metric_choice.clear()
+        self.metric_choice.addItems(self.metric_names)
+        self.metric_choice.setCurrentText(chosen)
+        self.metric_choice.blockSignals(False)
+        self.refresh()
+
+    def _series(self, split: dict, name: str) -> MetricSeries:
+        if name not in split:
+            split[name] = MetricSeries()
+            if name != self.MAIN and self.metric_choice.findText(name) < 0:
+                self.metric_choice.addItem(name)
+        return split[name]
+
+    def add_train_points(self, points: list[tuple[int, dict]]) -> None:
+        for step, values in points:
+            for name, value in values.items():
+                self._series(self.train, name).add(step, value)
+        self.refresh()
+
+    def add_validation(self, step: int, values: dict) -> None:
+        for name, value in values.items():
+            self._series(self.val, name).add(step, value)
+        self.refresh()
+
+    def point_count(self, split: str = "val", name: str = MAIN) -> int:
+        series = (self.val if split == "val" else self.train).get(name)
+        return len(series.steps) if series else 0
+
+    def refresh(self) -> None:
+        empty = MetricSeries()
+        t, v = self.train.get(self.MAIN, empty), self.val.get(self.MAIN, empty)
+        self.train_curve.setData(t.steps, t.values)
+        self.val_curve.setData(v.steps, v.values)
+        self._refresh_metric(self.metric_choice.currentText())
+
+    def _refresh_metric(self, name: str) -> None:
+        empty = MetricSeries()
+        t, v = self.train.get(name, empty), self.val.get(name, empty)
+        self.metric_plot.setTitle(name or "other metrics")
+        self.metric_train_curve.setData(t.steps, t.values)
+        self.metric_val_curve.setData(v.steps, v.values)

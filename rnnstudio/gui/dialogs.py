@@ -1,0 +1,28 @@
+"""Error and confirmation dialogs, in one place so tests can stub them."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from ..errors import RNNStudioError
+
+
+def error_title(exc: BaseException) -> str:
+    source = getattr(exc, "source", None)
+    return f"Error in {source}" if source else "RNN Studio error"
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, RNNStudioError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def show_error(parent: QWidget | None, exc: BaseException) -> None:
+    """A modal dialog naming the error's source; the app keeps running afterwards."""
+    QMessageBox.critical(parent, error_title(exc), error_text(exc))
+
+
+def confirm(parent: QWidget | None, title: str, text: str) -> bool:
+    answer = QMessageBox.question(parent, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+    return answer == QMessageBox.Yes

@@ -1,0 +1,252 @@
+"""The generation panel: pick a model, set the sampling options, and stream text into the output view."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut, QTextCursor
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QPlainTextEdit, QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from ..errors import RNNStudioError
+from ..fileio import atomic_write_text
+from ..sampling import SamplingConfig
+from . import fields as F
+from .dialogs import show_error
+from .workers import Job, GenerationWorker
+
+
+class GenerationPanel(QWidget):
+    """Settings on the left; the streamed output with Generate, Stop, Copy and Save on the right."""
+
+    status = Signal(str)
+
+    def __init__(self, host, parent=None):
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.host = host
+        self.job: Job | None = None
+        self.training_model: str | None = None  # the model being trained right now, listed first
+        self._error: BaseException | None = None
+        self.texts: list[str] = []
+
+        d = SamplingConfig()
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumContentsLength(24)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh_models)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.refresh_button)
+        f = self.fields = {
+            "prefix": F.line("", "default: the corpus's sample prefix", "text the model reads before it continues"),
+            "length": F.spin(200, 0, 1_000_000, "tokens to generate after the prefix"),
+            "mode": F.combo([("sample", "sample"), ("greedy (argmax, d2l's predict_ch8)", "greedy")], "sample"),
+            "temperature": F.dspin(d.temperature, 0.01, 10.0, 0.1, tip="<1 sharper, >1 more adventurous"),
+            "top_k": F.spin(d.top_k, 0, 1_000_000, "keep the k most likely tokens (0: all)"),
+            "top_p": F.dspin(d.top_p, 0.01, 1.0, 0.05, tip="keep the smallest set reaching this probability (1: all)"),
+            "use_seed": QCheckBox("fixed seed"),
+            "seed": F.spin(0, 0, 2_000_000_000, "the same seed gives the same text"),
+            "samples": F.spin(1, 1, 64, "continuations generated side by side"),
+        }
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(f["use_seed"])
+        seed_row.addWidget(f["seed"], 1)
+        box = QGroupBox("Model and sampling")
+        form = QFormLayout(box)
+        form.addRow("model", model_row)
+        for key, label in (("prefix", "prefix"), ("length", "length"), ("mode", "decoding"),
+                           ("temperature", "temperature"), ("top_k", "top-k"), ("top_p", "top-p")):
+            form.addRow(label, f[key])
+        form.addRow("seed", seed_row)
+        form.addRow("samples", f["samples"])
+        hint = QLabel("Ctrl+Enter generates.", objectName="hint")
+        form.addRow(hint)
+        f["mode"].currentIndexChanged.connect(self._mode_changed)
+        left = QWidget()
+        lcol = QVBoxLayout(left)
+        lcol.addWidget(box)
+        lcol.addStretch(1)
+
+        self.generate_button = QPushButton("Generate", objectName="primary")
+        self.stop_button = QPushButton("Stop", enabled=False)
+        self.copy_button = QPushButton("Copy")
+        self.save_button = QPushButton("Save…")
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button.clicked.connect(self.stop)
+        self.copy_button.clicked.connect(self.copy_output)
+        self.save_button.clicked.connect(self.save_output)
+        buttons = QHBoxLayout()
+        for b in (self.generate_button, self.stop_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        for b in (self.copy_button, self.save_button):
+            buttons.addWidget(b)
+        self.output = QPlainTextEdit(readOnly=True, objectName="output")
+        self.output.setPlaceholderText("Generated text appears here as it is produced.")
+        right = QWidget()
+        rcol = QVBoxLayout(right)
+        rcol.addLayout(buttons)
+        rcol.addWidget(self.output, 1)
+
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        split.setSizes([380, 820])
+        QVBoxLayout(self).addWidget(split)
+
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            QShortcut(QKeySequence(keys), self, activated=self.generate)
+        self._mode_changed()
+        self.refresh_models()
+
+    # -- models -----------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        """Saved models (broken ones left out), with the model being trained first."""
+        from ..checkpoint import list_models
+
+        current = self.model_combo.currentData()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        names = [m.name for m in list_models() if m.error is None]
+        if self.training_model:
+            self.model_combo.addItem(f"{self.training_model} (training: latest checkpoint)", self.training_model)
+        for name in names:
+            if name != self.training_model:
+                self.model_combo.addItem(name, name)
+        if not self.model_combo.count():
+            self.model_combo.addItem("no saved models yet: train one first", None)
+        self.select_model(current)
+        self.model_combo.blockSignals(False)
+
+    def select_model(self, name: str | None) -> None:
+        index = self.model_combo.findData(name) if name else -1
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+
+    def set_training_model(self, name: str | None) -> None:
+        self.training_model = name or None
+        self.refresh_models()
+
+    def _mode_changed(self) -> None:
+        sampling = self.fields["mode"].currentData() == "sample"
+        for key in ("temperature", "top_k", "top_p", "use_seed", "seed"):
+            self.fields[key].setEnabled(sampling)
+
+    # -- settings ---------------------------------------------------------------------
+    def sampling_config(self) -> SamplingConfig:
+        f = {k: F.get_value(w) for k, w in self.fields.items()}
+        cfg = SamplingConfig(length=f["length"], greedy=f["mode"] == "greedy", temperature=f["temperature"],
+                             top_k=f["top_k"], top_p=f["top_p"], seed=f["seed"] if f["use_seed"] else None,
+                             num_samples=f["samples"])
+        try:
+            cfg.validate()
+        except RNNStudioError as exc:
+            raise RNNStudioError(str(exc), source="generation settings") from None
+        return cfg
+
+    def state(self) -> dict:
+        return {"model": self.model_combo.currentData(), "fields": {k: F.get_value(w) for k, w in self.fields.items()}}
+
+    def restore_state(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            return
+        for key, value in (state.get("fields") or {}).items():
+            if key in self.fields:
+                F.set_value(self.fields[key], value)
+        self.select_model(state.get("model"))
+
+    # -- generating -------------------------------------------------------------------
+    def is_generating(self) -> bool:
+        return self.job is not None
+
+    def generate(self) -> bool:
+        if self.job is not None:
+            return False
+        name = self.model_combo.currentData()
+        try:
+            if not name:
+                raise RNNStudioError("there is no saved model to generate from; train one in the Training tab first",
+                                     source="generation")
+            cfg = self.sampling_config()
+        except RNNStudioError as exc:
+            show_error(self, exc)
+            return False
+        prefix = self.fields["prefix"].text() or None
+        self._error = None
+        self.texts = []
+        self.output.clear()
+        worker = GenerationWorker(name, prefix, cfg, "cpu", self.host)
+        worker.progressed.connect(self._on_progress)
+        worker.warned.connect(lambda message: self.status.emit(f"warning: {message}"))
+        worker.failed.connect(self._on_failed)
+        worker.ended.connect(self._on_ended)
+        self.job = Job(worker).start()
+        self.generate_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.status.emit(f"generating with {name}…")
+        return True
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.job.stop()
+
+    def stop_and_join(self, timeout_s: float | None = None) -> bool:
+        if self.job is None:
+            return True
+        self.job.stop()
+        if not self.job.join(timeout_s):
+            return False
+        self._on_ended()
+        return True
+
+    def output_text(self) -> str:
+        if len(self.texts) <= 1:
+            return self.texts[0] if self.texts else ""
+        return "\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(self.texts))
+
+    def _on_progress(self, texts) -> None:
+        if len(texts) == 1 and len(self.texts) == 1 and texts[0].startswith(self.texts[0]):
+            added = texts[0][len(self.texts[0]):]  # one sample: append only what is new
+            cursor = self.output.textCursor()
+            cursor.movePosition(QTextCursor.End)
+            cursor.insertText(added)
+            self.texts = texts
+        else:
+            self.texts = texts
+            self.output.setPlainText(self.output_text())
+        self.output.moveCursor(QTextCursor.End)
+
+    def _on_failed(self, exc) -> None:
+        self._error = exc
+
+    def _on_ended(self) -> None:
+        job, self.job = self.job, None
+        if job is None:
+            return
+        job.thread.wait()
+        self.generate_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.status.emit(f"generation failed: {error}")
+            show_error(self, error)
+        else:
+            self.status.emit(f"generated {sum(len(t) for t in self.texts):,} characters")
+
+    def copy_output(self) -> None:
+        QGuiApplication.clipboard().setText(self.output_text())
+        self.status.emit("copied the output to the clipboard")
+
+    def save_output(self, path: str | None = None) -> None:
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Save the generated text", "generated.txt",
+                                                  "Text files (*.txt);;All files (*)")
+        if not path:
+            return
+        try:
+            atomic_write_text(path, self.output_text() + "\n")
+        except OSError as exc:
+            show_error(self, RNNStudioError(f"could not save to {path} ({exc.strerror or exc})", source="generation"))
+            return
+        self.status.emit(f"saved the output to {path}")

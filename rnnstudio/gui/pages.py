@@ -1,0 +1,23 @@
+"""Extra pages of the main window, listed in one place: add a view with one line here.
+
+Each entry is ``(title, factory)``. ``factory(window)`` gets the ``MainWindow`` (use ``window.host``,
+``window.training``, ``window.generation``, ``window.models``, and the signals ``window.models_changed``
+and ``window.training.training_ended``) and returns the page's QWidget. Import heavy modules inside
+the factory so that start-up stays fast. A factory that raises is skipped with a status-bar message.
+
+Example::
+
+    def _inspector(window):
+        from .inspector_page import InspectorPage
+        return InspectorPage(window.host)
+
+    PAGES.append(("Inspector", _inspector))
+
+At run time ``MainWindow.add_page(title, widget)`` adds a page too.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+PAGES: list[tuple[str, Callable]] = []

@@ -1,0 +1,520 @@
+"""The training panel: corpus, model and training settings, device, controls, live charts and progress."""
+
+from __future__ import annotations
+
+import shlex
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
+                               QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+
+from ..errors import RNNStudioError
+from ..trainer import OPTIMIZERS, TrainConfig
+from . import fields as F
+from .charts import TrainingCharts
+from .dialogs import show_error
+from .param_form import ParamForm
+from .workers import Background, Job, TrainingWorker
+
+# The app's own defaults where they differ from TrainConfig's (which suit the CLI).
+GUI_DEFAULTS = {"eval_every": 100, "sample_every": 50}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class TrainingPanel(QWidget):
+    """Settings on the left; Start/Pause/Stop, progress, charts, corpus preview and log on the right."""
+
+    training_started = Signal(str)  # model name
+    training_ended = Signal(str)  # model name, after it finished, stopped or failed
+    model_saved = Signal(str)  # a checkpoint of this model was written
+    status = Signal(str)  # a line for the window's status bar
+
+    def __init__(self, host, parent=None):
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.host = host
+        self.job: Job | None = None
+        self.model_name: str | None = None
+        self._error: BaseException | None = None
+        self._options_by_component: dict[str, dict] = {}  # raw form values per corpus/cell name
+        self._preview_token = 0
+        self._background = Background(self)
+        self._background.done.connect(self._preview_done)
+        self._background.failed.connect(self._preview_failed)
+        self._preview_timer = QTimer(self, singleShot=True, interval=400)
+        self._preview_timer.timeout.connect(self.refresh_preview)
+
+        d = TrainConfig(**GUI_DEFAULTS)
+        f = self.fields = {
+            # corpus
+            "tokens": F.combo([("characters", "char"), ("words", "word")], d.tokens, "character- or word-level model"),
+            "preprocess": F.combo([("corpus default", None), ("raw", "raw"), ("d2l", "d2l")], None,
+                                  "d2l: lowercase, each run of non-letters becomes one space (d2l 8.2)"),
+            "min_freq": F.spin(d.min_freq, 0, 1_000_000, "tokens seen fewer times become <unk>"),
+            "max_tokens": F.spin(d.max_tokens, 0, 2_000_000_000, "use only the first N tokens (0: all)"),
+            # model
+            "hidden_size": F.spin(d.hidden_size, 1, 16384, "hidden units per layer"),
+            "num_layers": F.spin(d.num_layers, 1, 32, "stacked recurrent layers"),
+            "dropout": F.dspin(d.dropout, 0.0, 0.95, 0.05, tip="dropout between layers"),
+            "encoding": F.combo(["onehot", "embedding"], d.encoding, "d2l feeds one-hot vectors"),
+            "embed_size": F.spin(d.embed_size, 0, 16384, "embedding size (0: the hidden size)"),
+            # training
+            "batch_size": F.spin(d.batch_size, 1, 65536, "sequences per minibatch"),
+            "seq_len": F.spin(d.seq_len, 1, 100000, "time steps per sequence (d2l's num_steps)"),
+            "length_mode": F.combo([("epochs", "epochs"), ("steps", "steps")], "epochs", "stop after epochs or steps"),
+            "length": F.spin(1, 1, 100_000_000, "how many epochs or optimizer steps"),
+            "optimizer": F.combo(list(OPTIMIZERS), d.optimizer),
+            "lr": F.line("", "default: adam 0.005, sgd 1", "learning rate; empty for the optimizer's default"),
+            "clip": F.dspin(d.clip, 0.0, 1e6, 0.5, tip="clip gradients to this global norm θ (0: off)"),
+            "partition": F.combo(["sequential", "random"], d.partition, "d2l's two minibatch partitionings"),
+            "seed": F.spin(d.seed, 0, 2_000_000_000, "the same seed repeats the run"),
+            "eval_every": F.spin(d.eval_every, 0, 10_000_000, "steps between validations (0: epoch ends only)"),
+            "sample_every": F.spin(d.sample_every, 0, 10_000_000, "steps between sample previews (0: none)"),
+            "name": F.line("", "automatic: corpus-cell-time", "the model's folder name"),
+            "resume": QCheckBox("continue this saved model (resume)"),
+            # device
+            "device": self._device_combo(),
+        }
+
+        # -- corpus -------------------------------------------------------------------
+        self.corpus_combo = QComboBox()
+        for name in host.names("corpus"):
+            self.corpus_combo.addItem(name, name)
+        self.corpus_description = QLabel(wordWrap=True, objectName="hint")
+        self.corpus_form = ParamForm()
+        corpus_box = QGroupBox("Corpus")
+        form = QFormLayout(corpus_box)
+        form.addRow("corpus", self.corpus_combo)
+        form.addRow(self.corpus_description)
+        form.addRow(self.corpus_form)
+        for key, label in (("tokens", "tokens"), ("preprocess", "preprocess"), ("min_freq", "min frequency"),
+                           ("max_tokens", "max tokens")):
+            form.addRow(label, f[key])
+
+        # -- model --------------------------------------------------------------------
+        self.cell_combo = QComboBox()
+        for name in host.names("cell"):
+            self.cell_combo.addItem(name, name)
+        self.cell_description = QLabel(wordWrap=True, objectName="hint")
+        self.cell_form = ParamForm()
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        form.addRow("cell", self.cell_combo)
+        form.addRow(self.cell_description)
+        form.addRow(self.cell_form)
+        for key, label in (("hidden_size", "hidden size"), ("num_layers", "layers"), ("dropout", "dropout"),
+                           ("encoding", "input encoding"), ("embed_size", "embedding size")):
+            form.addRow(label, f[key])
+
+        # -- training -----------------------------------------------------------------
+        train_box = QGroupBox("Training")
+        form = QFormLayout(train_box)
+        length_row = QHBoxLayout()
+        length_row.addWidget(f["length"], 1)
+        length_row.addWidget(f["length_mode"])
+        for key, label in (("batch_size", "batch size"), ("seq_len", "sequence length")):
+            form.addRow(label, f[key])
+        form.addRow("train for", length_row)
+        for key, label in (("optimizer", "optimizer"), ("lr", "learning rate"), ("clip", "clip θ"),
+                           ("partition", "partitioning"), ("seed", "seed"), ("eval_every", "validate every"),
+                           ("sample_every", "sample every"), ("name", "model name")):
+            form.addRow(label, f[key])
+        form.addRow(f["resume"])
+
+        device_box = QGroupBox("Device")
+        QVBoxLayout(device_box).addWidget(f["device"])
+
+        settings = QWidget()
+        col = QVBoxLayout(settings)
+        for box in (corpus_box, model_box, train_box, device_box):
+            col.addWidget(box)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(settings)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(430)
+
+        # -- controls, progress and results ---------------------------------------------
+        self.start_button = QPushButton("Start", objectName="primary")
+        self.start_button.setToolTip("train with these settings")
+        self.pause_button = QPushButton("Pause", checkable=True, enabled=False)
+        self.stop_button = QPushButton("Stop", enabled=False)
+        self.stop_button.setToolTip("stop after this step and save a checkpoint")
+        self.copy_button = QPushButton("Copy as command")
+        self.copy_button.setToolTip("copy the `rnnstudio train` command (and its torchrun form) for these settings")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.toggled.connect(self.set_paused)
+        self.stop_button.clicked.connect(self.stop)
+        self.copy_button.clicked.connect(self.copy_command)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.copy_button)
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("ready")
+        self.progress.setValue(0)
+        self.progress_label = QLabel("Press Start to train on the chosen corpus.")
+        self.sample_label = QLabel("", objectName="sample", wordWrap=True)
+        self.sample_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.sample_label.hide()
+
+        self.charts = TrainingCharts([n for n in host.names("metric") if n != TrainingCharts.MAIN])
+        self.preview_summary = QLabel("", wordWrap=True)
+        self.preview_text = QPlainTextEdit(readOnly=True, objectName="preview")
+        preview_page = QWidget()
+        pcol = QVBoxLayout(preview_page)
+        pcol.addWidget(self.preview_summary)
+        pcol.addWidget(self.preview_text, 1)
+        self.log = QPlainTextEdit(readOnly=True, objectName="output")
+        self.results = QTabWidget()
+        self.results.addTab(self.charts, "Charts")
+        self.results.addTab(preview_page, "Corpus preview")
+        self.results.addTab(self.log, "Log")
+
+        right = QWidget()
+        rcol = QVBoxLayout(right)
+        rcol.addLayout(buttons)
+        rcol.addWidget(self.progress)
+        rcol.addWidget(self.progress_label)
+        rcol.addWidget(self.sample_label)
+        rcol.addWidget(self.results, 1)
+
+        split = QSplitter()
+        split.addWidget(scroll)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        split.setSizes([scroll.minimumWidth(), 1000])
+        QVBoxLayout(self).addWidget(split)
+
+        self.corpus_combo.currentIndexChanged.connect(self._corpus_changed)
+        self.cell_combo.currentIndexChanged.connect(self._cell_changed)
+        self.corpus_form.changed.connect(self.schedule_preview)
+        for key in ("tokens", "preprocess", "min_freq", "max_tokens"):
+            F.changed_signal(f[key]).connect(self.schedule_preview)
+        self.set_corpus(TrainConfig.corpus)
+        self.set_cell(TrainConfig.cell)
+        self._cell_changed()
+        self._corpus_changed()
+
+    # -- pickers --------------------------------------------------------------------
+    def _device_combo(self) -> QComboBox:
+        from ..devices import list_devices
+
+        box = QComboBox()
+        box.addItem("auto (best available)", "auto")
+        for dev in list_devices():
+            label = dev.label if dev.available else f"{dev.label}: unavailable ({dev.reason})"
+            box.addItem(label, dev.spec)
+            index = box.count() - 1
+            box.setItemData(index, dev.reason or dev.spec, Qt.ToolTipRole)
+            if not dev.available:
+                box.model().item(index).setEnabled(False)
+        return box
+
+    def set_corpus(self, name: str) -> None:
+        index = self.corpus_combo.findData(name)
+        if index >= 0:
+            self.corpus_combo.setCurrentIndex(index)
+
+    def set_cell(self, name: str) -> None:
+        index = self.cell_combo.findData(name)
+        if index >= 0:
+            self.cell_combo.setCurrentIndex(index)
+
+    def _switch_form(self, form: ParamForm, kind: str, name: str, label: QLabel) -> None:
+        if form.owner:  # remember what was typed for the previous component
+            self._options_by_component[form.owner] = form.raw_values()
+        owner = f"{kind} {name!r}"
+        cls = self.host.get(kind, name)
+        form.set_params(tuple(cls.params), owner)
+        form.set_values(self._options_by_component.get(owner, {}))
+        label.setText(cls.description)
+
+    def _corpus_changed(self) -> None:
+        name = self.corpus_combo.currentData()
+        if name:
+            self._switch_form(self.corpus_form, "corpus", name, self.corpus_description)
+            self.schedule_preview()
+
+    def _cell_changed(self) -> None:
+        name = self.cell_combo.currentData()
+        if name:
+            self._switch_form(self.cell_form, "cell", name, self.cell_description)
+
+    # -- settings -------------------------------------------------------------------
+    def config(self) -> TrainConfig:
+        """The TrainConfig the widgets describe; a bad entry raises RNNStudioError naming its source."""
+        f = {k: F.get_value(w) for k, w in self.fields.items()}
+        lr_text = f["lr"].strip()
+        try:
+            lr = float(lr_text) if lr_text else None
+        except ValueError:
+            raise RNNStudioError(f"the learning rate must be a number, got {lr_text!r}", source="training settings") from None
+        if lr is not None and not lr > 0:
+            raise RNNStudioError(f"the learning rate must be > 0, got {lr_text}", source="training settings")
+        name = f["name"].strip() or None
+        if f["resume"] and not name:
+            raise RNNStudioError("to resume, type the saved model's name in 'model name' (or use Resume in the "
+                                 "Models tab)", source="training settings")
+        steps = f["length_mode"] == "steps"
+        config = TrainConfig(
+            corpus=self.corpus_combo.currentData(), corpus_options=self.corpus_form.values(),
+            tokens=f["tokens"], preprocess=f["preprocess"], min_freq=f["min_freq"], max_tokens=f["max_tokens"],
+            cell=self.cell_combo.currentData(), cell_options=self.cell_form.values(),
+            hidden_size=f["hidden_size"], num_layers=f["num_layers"], dropout=round(f["dropout"], 4),
+            encoding=f["encoding"], embed_size=f["embed_size"], batch_size=f["batch_size"], seq_len=f["seq_len"],
+            epochs=0 if steps else f["length"], max_steps=f["length"] if steps else 0, optimizer=f["optimizer"],
+            lr=lr, clip=round(f["clip"], 4), partition=f["partition"], seed=f["seed"], device=f["device"],
+            name=name, resume=f["resume"], eval_every=f["eval_every"], sample_every=f["sample_every"])
+        try:
+            config.validate()
+        except RNNStudioError as exc:
+            raise RNNStudioError(str(exc), source=exc.source or "training settings") from None
+        return config
+
+    def state(self) -> dict:
+        """Everything the user set, for the settings file."""
+        self._options_by_component[self.corpus_form.owner] = self.corpus_form.raw_values()
+        self._options_by_component[self.cell_form.owner] = self.cell_form.raw_values()
+        return {"corpus": self.corpus_combo.currentData(), "cell": self.cell_combo.currentData(),
+                "options": dict(self._options_by_component),
+                "fields": {k: F.get_value(w) for k, w in self.fields.items() if k != "resume"}}
+
+    def restore_state(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            return
+        options = state.get("options")
+        if isinstance(options, dict):
+            self._options_by_component.update({k: v for k, v in options.items() if isinstance(v, dict)})
+        for key, value in (state.get("fields") or {}).items():
+            if key in self.fields:
+                F.set_value(self.fields[key], value)
+        self.set_cell(state.get("cell") or "")
+        self.set_corpus(state.get("corpus") or "")
+        self.cell_form.set_values(self._options_by_component.get(self.cell_form.owner, {}))
+        self.corpus_form.set_values(self._options_by_component.get(self.corpus_form.owner, {}))
+        self.schedule_preview()
+
+    def prepare_resume(self, name: str) -> None:
+        """Fill in a saved model's name and tick resume (the Models tab's Resume button)."""
+        F.set_value(self.fields["name"], name)
+        self.fields["resume"].setChecked(True)
+
+    def copy_command(self) -> str | None:
+        """Put the equivalent `rnnstudio train` command, and its 2-GPU torchrun form, on the clipboard."""
+        from ..cli import command_for_config
+
+        try:
+            config = self.config()
+        except RNNStudioError as exc:
+            show_error(self, exc)
+            return None
+        text = (f"{shlex.join(command_for_config(config))}\n"
+                f"# data-parallel on 2 GPUs:\n{shlex.join(command_for_config(config, distributed=True))}\n")
+        QGuiApplication.clipboard().setText(text)
+        self.status.emit("copied the train command to the clipboard")
+        return text
+
+    # -- corpus preview ---------------------------------------------------------------
+    def schedule_preview(self) -> None:
+        self._preview_timer.start()
+
+    def refresh_preview(self) -> None:
+        from .preview import corpus_preview
+
+        try:
+            options = self.corpus_form.values()
+        except RNNStudioError as exc:
+            self._preview_failed(self._preview_token, exc)
+            return
+        f = {k: F.get_value(self.fields[k]) for k in ("tokens", "preprocess", "min_freq", "max_tokens")}
+        self._preview_token += 1
+        self.preview_summary.setText(f"reading {self.corpus_combo.currentData()}…")
+        self._background.submit(self._preview_token, corpus_preview, self.host, self.corpus_combo.currentData(),
+                                options, **f)
+
+    def _preview_done(self, token, preview) -> None:
+        if token != self._preview_token:
+            return  # a newer preview is on its way
+        self.preview_summary.setText(f"{preview.source}: {preview.summary()}")
+        self.preview_text.setPlainText(preview.head)
+
+    def _preview_failed(self, token, exc) -> None:
+        if token != self._preview_token:
+            return
+        self.preview_summary.setText(f"no preview: {exc}")
+        self.preview_text.clear()
+
+    # -- training -----------------------------------------------------------------------
+    def is_training(self) -> bool:
+        return self.job is not None
+
+    def start(self) -> bool:
+        """Start training with the current settings; a settings error opens a dialog instead."""
+        if self.job is not None:
+            return False
+        try:
+            config = self.config()
+            if not config.resume:  # option errors now, before a thread starts
+                config.corpus_options = self.host.corpus(config.corpus).resolve_options(config.corpus_options)
+                config.cell_options = self.host.cell(config.cell).resolve_options(config.cell_options)
+        except RNNStudioError as exc:
+            show_error(self, exc)
+            return False
+        self._error = None
+        self.model_name = config.name
+        self.charts.clear()
+        self.log.clear()
+        self.sample_label.hide()
+        self.progress.setRange(0, 0)  # busy until the first step
+        self.progress.setFormat("loading the corpus…")
+        self.progress_label.setText("reading and encoding the corpus…")
+        worker = TrainingWorker(config, self.host)
+        worker.started.connect(self._on_started)
+        worker.progressed.connect(self._on_progress)
+        worker.evaluated.connect(self._on_evaluated)
+        worker.sampled.connect(self._on_sampled)
+        worker.checkpointed.connect(self._on_checkpointed)
+        worker.warned.connect(self._on_warned)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        worker.ended.connect(self._on_ended)
+        self.job = Job(worker).start()
+        self._set_running(True)
+        return True
+
+    def set_paused(self, paused: bool) -> None:
+        if self.job is None:
+            return
+        if paused:
+            self.job.worker.pause_event.set()
+            self.progress_label.setText(self.progress_label.text() + " · paused")
+        else:
+            self.job.worker.pause_event.clear()
+        self.pause_button.setText("Resume" if paused else "Pause")
+
+    def stop(self) -> None:
+        """Ask the trainer to stop after this step; it validates, saves a checkpoint and finishes."""
+        if self.job is None:
+            return
+        self.job.stop()
+        self.job.worker.pause_event.clear()
+        self.stop_button.setEnabled(False)
+        self.pause_button.setEnabled(False)
+        self.progress_label.setText("stopping: validating and saving a checkpoint…")
+
+    def stop_and_join(self, timeout_s: float | None = None) -> bool:
+        """Stop and wait for the thread (used when the window closes). True when no thread is left."""
+        if self.job is None:
+            return True
+        self.stop()
+        job = self.job
+        if not job.join(timeout_s):
+            return False
+        self._on_ended()
+        return True
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.pause_button.setEnabled(running)
+        if not running:
+            self.pause_button.blockSignals(True)
+            self.pause_button.setChecked(False)
+            self.pause_button.setText("Pause")
+            self.pause_button.blockSignals(False)
+
+    def _log(self, text: str) -> None:
+        self.log.appendPlainText(text)
+
+    def _on_started(self, ev) -> None:
+        self.model_name = ev.model
+        resumed = f", resuming at step {ev.step}" if ev.step else ""
+        self._log(f"training {ev.model} on {ev.device}: {ev.parameters:,} parameters, vocabulary {ev.vocab_size}, "
+                  f"{ev.train_tokens:,} train / {ev.val_tokens:,} validation tokens, "
+                  f"{ev.steps_per_epoch} steps per epoch{resumed}")
+        self.progress_label.setText(f"training {ev.model} on {ev.device}…")
+        self.training_started.emit(ev.model)
+
+    def _on_progress(self, ev, points) -> None:
+        self.charts.add_train_points(points)
+        if ev.total_steps:
+            self.progress.setRange(0, ev.total_steps)
+            self.progress.setValue(ev.step)
+            self.progress.setFormat(f"step {ev.step} / {ev.total_steps}  (%p%)")
+        else:
+            self.progress.setRange(0, max(ev.batches, 1))
+            self.progress.setValue(ev.batch)
+            self.progress.setFormat(f"epoch {ev.epoch + 1}: batch {ev.batch} / {ev.batches}")
+        ppl = ev.train.get("perplexity")
+        ppl_text = f" · train perplexity {ppl:.2f}" if ppl is not None else ""
+        paused = " · paused" if self.pause_button.isChecked() else ""
+        self.progress_label.setText(
+            f"epoch {ev.epoch + 1} · step {ev.step} · batch {ev.batch}/{ev.batches} · loss {ev.loss:.3f}{ppl_text} · "
+            f"{ev.tokens_per_s:,.0f} tokens/s · elapsed {_duration(ev.elapsed)} · ETA {_duration(ev.eta)}{paused}")
+
+    def _on_evaluated(self, ev) -> None:
+        self.charts.add_validation(ev.step, ev.val)
+        values = ", ".join(f"{k} {v:.3f}" for k, v in ev.val.items())
+        self._log(f"validation at step {ev.step}: {values}{' (best so far)' if ev.best else ''}")
+
+    def _on_sampled(self, ev) -> None:
+        self.sample_label.setText(f"sample at step {ev.step}: {ev.text!r}")
+        self.sample_label.show()
+        self._log(f"sample at step {ev.step}: {ev.text!r}")
+
+    def _on_checkpointed(self, ev) -> None:
+        self._log(f"checkpoint saved at step {ev.step}: {ev.path}")
+        if self.model_name:
+            self.model_saved.emit(self.model_name)
+
+    def _on_warned(self, ev) -> None:
+        self._log(f"warning at step {ev.step}: {ev.message}")
+        self.status.emit(f"warning: {ev.message}")
+
+    def _on_finished(self, ev) -> None:
+        state = "stopped" if ev.stopped else "finished"
+        val = f"{ev.val_perplexity:.3f}" if ev.val_perplexity is not None else "-"
+        text = (f"{state} after {ev.steps} steps: validation perplexity {val}, {ev.tokens_per_s:,.0f} tokens/s; "
+                f"saved to {ev.path}")
+        self._log(text)
+        self.progress_label.setText(text)
+        self.progress.setFormat(f"{state} at step {ev.steps}")
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        self.progress.setValue(self.progress.maximum())
+        self.status.emit(text)
+
+    def _on_failed(self, exc) -> None:
+        self._error = exc
+        self._log(f"error: {exc}")
+
+    def _on_ended(self) -> None:
+        job, self.job = self.job, None
+        if job is None:
+            return
+        job.thread.wait()  # the worker called quit(); this returns at once
+        self._set_running(False)
+        name = self.model_name or ""
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("failed")
+            self.progress_label.setText(f"training failed: {error}")
+            self.training_ended.emit(name)
+            show_error(self, error)
+            return
+        self.training_ended.emit(name)
+        if name:
+            self.model_saved.emit(name)
