@@ -1,0 +1,163 @@
+"""The code an RNN Studio user would otherwise write: d2l's scratch loop and raw PyTorch loops, for bench.py."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sequential_batches(ids: torch.Tensor, batch_size: int, num_steps: int, offset: int = 0):
+    """d2l 8.3 seq_data_iter_sequential without the random offset: endless (X, Y) int64 (B, T) batches."""
+    n = (len(ids) - offset - 1) // batch_size * batch_size
+    xs = ids[offset: offset + n].view(batch_size, -1)
+    ys = ids[offset + 1: offset + 1 + n].view(batch_size, -1)
+    per_row = xs.shape[1] // num_steps
+    while True:
+        for i in range(per_row):
+            cols = slice(i * num_steps, (i + 1) * num_steps)
+            yield xs[:, cols].long(), ys[:, cols].long()
+
+
+# -- d2l 8.5: RNN from scratch ----------------------------------------------------------------
+
+class D2LScratchLoop:
+    """d2l 8.5 verbatim in spirit: one-hot inputs, separate matmuls per step, grad_clipping, d2l.sgd."""
+
+    name = "d2l scratch loop"
+
+    def __init__(self, ids, vocab_size, hidden_size=512, batch_size=32, num_steps=35, lr=1.0, seed=0):
+        torch.manual_seed(seed)
+        self.V, self.H, self.lr = vocab_size, hidden_size, lr
+        normal = lambda *shape: torch.randn(*shape) * 0.01  # noqa: E731
+        self.params = [normal(vocab_size, hidden_size), normal(hidden_size, hidden_size), torch.zeros(hidden_size),
+                       normal(hidden_size, vocab_size), torch.zeros(vocab_size)]
+        for p in self.params:
+            p.requires_grad_(True)
+        self.batches = sequential_batches(ids, batch_size, num_steps)
+        self.state = None
+
+    def rnn(self, inputs, state):  # d2l's rnn(): inputs (T, B, V)
+        W_xh, W_hh, b_h, W_hq, b_q = self.params
+        (H,) = state
+        outputs = []
+        for X in inputs:
+            H = torch.tanh(torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h)
+            Y = torch.mm(H, W_hq) + b_q
+            outputs.append(Y)
+        return torch.cat(outputs, dim=0), (H,)
+
+    def grad_clipping(self, theta):  # d2l 8.5
+        norm = torch.sqrt(sum(torch.sum((p.grad ** 2)) for p in self.params))
+        if norm > theta:
+            for p in self.params:
+                p.grad[:] *= theta / norm
+
+    def step(self) -> int:
+        X, Y = next(self.batches)
+        if self.state is None:
+            self.state = (torch.zeros(X.shape[0], self.H),)
+        else:
+            self.state = tuple(s.detach_() for s in self.state)
+        y = Y.T.reshape(-1)
+        y_hat, self.state = self.rnn(F.one_hot(X.T, self.V).type(torch.float32), self.state)
+        loss = F.cross_entropy(y_hat, y).mean()
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+        loss.backward()
+        self.grad_clipping(1)
+        with torch.no_grad():  # d2l.sgd with batch_size=1 (the loss is already a mean)
+            for p in self.params:
+                p -= self.lr * p.grad
+        self.last_loss = float(loss)  # d2l's Accumulator reads the loss every step
+        return X.numel()
+
+
+# -- raw PyTorch loops around nn.RNN / nn.GRU / nn.LSTM --------------------------------------
+
+TORCH_RNNS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class RawTorchLoop:
+    """A plain loop around a fused torch layer + Linear head, one-hot inputs, SGD and clip_grad_norm_."""
+
+    def __init__(self, kind, ids, vocab_size, hidden_size=512, batch_size=32, num_steps=35, lr=1.0, seed=0):
+        torch.manual_seed(seed)
+        self.name = f"raw nn.{TORCH_RNNS[kind].__name__}"
+        self.kind, self.V = kind, vocab_size
+        self.rnn = TORCH_RNNS[kind](vocab_size, hidden_size)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        self.params = list(self.rnn.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.SGD(self.params, lr=lr)
+        self.batches = sequential_batches(ids, batch_size, num_steps)
+        self.state = None
+
+    def step(self) -> int:
+        X, Y = next(self.batches)
+        if self.state is not None:
+            self.state = tuple(s.detach() for s in self.state) if isinstance(self.state, tuple) else self.state.detach()
+        out, self.state = self.rnn(F.one_hot(X.T, self.V).float(), self.state)  # (T, B, H)
+        logits = self.head(out.reshape(-1, out.shape[-1]))
+        loss = F.cross_entropy(logits, Y.T.reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.last_loss = float(loss)  # every loop prints or logs its loss
+        return X.numel()
+
+
+# -- raw per-step generation loops ------------------------------------------------------------
+
+TORCH_CELLS = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+
+
+class RawGenerationLoop:
+    """d2l predict_ch8 written directly on nn.RNNCell/GRUCell/LSTMCell: warm up on the prefix once, then one step a token."""
+
+    def __init__(self, kind, vocab_size, hidden_size=512, seed=0):
+        torch.manual_seed(seed)
+        self.name = f"raw nn.{TORCH_CELLS[kind].__name__}"
+        self.kind, self.V, self.H = kind, vocab_size, hidden_size
+        self.cell = TORCH_CELLS[kind](vocab_size, hidden_size)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    @torch.no_grad()
+    def generate(self, prefix_ids: list[int], length: int, greedy: bool = True, seed: int = 0,
+                 on_first=None) -> list[int]:
+        gen = torch.Generator().manual_seed(seed)
+        eye = torch.eye(self.V)  # one-hot rows
+        h = torch.zeros(1, self.H)
+        state = (h, h.clone()) if self.kind == "lstm" else h
+        for i in prefix_ids:
+            state = self.cell(eye[i: i + 1], state)
+        out = []
+        for _ in range(length):
+            hidden = state[0] if self.kind == "lstm" else state
+            logits = self.head(hidden)  # (1, V)
+            if greedy:
+                tok = int(logits.argmax(dim=-1))
+            else:
+                tok = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen))
+            out.append(tok)
+            if on_first is not None and len(out) == 1:
+                on_first()
+            state = self.cell(eye[tok: tok + 1], state)
+        return out
+
+
+def gemm_flops(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large float32 GEMM (n x n @ n x n), the best of ``repeats``."""
+    import time
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best

@@ -1,0 +1,483 @@
+"""RNN Studio's benchmark suite: training, generation, GUI, data and time-to-quality, measured side by side.
+
+    python benchmarks/bench.py            # the full suite (< 10 minutes on 2 CPU cores), prints a table
+    python benchmarks/bench.py --quick    # short settings, for development
+    python benchmarks/bench.py --json     # ... and the results as JSON on the last line
+
+Every comparison is a ratio measured inside one run: contenders are interleaved round by round
+and each reports its best round, so load from other processes hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import baselines  # noqa: E402
+from rnnstudio.data import encode_stream  # noqa: E402
+from rnnstudio.errors import RNNStudioError  # noqa: E402
+from rnnstudio.model import ModelConfig, RNNLanguageModel  # noqa: E402
+from rnnstudio.plugins import default_host  # noqa: E402
+from rnnstudio.sampling import SamplingConfig, stream  # noqa: E402
+from rnnstudio.trainer import Evaluated, Finished, Progress, TrainConfig, Trainer  # noqa: E402
+
+DEFAULT_TEXT = Path("/work/shared/data/timemachine.txt")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # recurrent GEMM width in units of H
+# cell -> (baseline key, target ratio); baselines: "d2l" or a torch family
+TARGETS = {"rnn-scratch": ("d2l", 1.5), "gru-scratch": ("gru", 0.9), "lstm-scratch": ("lstm", 0.9),
+           "rnn": ("rnn", 0.95), "gru": ("gru", 0.95), "lstm": ("lstm", 0.95)}
+
+
+def log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def family(cell: str) -> str:
+    """The torch family a cell belongs to, by its name (rnn, gru or lstm)."""
+    for fam in ("lstm", "gru", "rnn"):
+        if fam in cell:
+            return fam
+    return "rnn"
+
+
+# -- the corpus ---------------------------------------------------------------------------------
+
+def corpus_settings(text: Path | None) -> dict:
+    """TrainConfig fields for The Time Machine: the local copy, else the corpus plugin's download,
+    else (offline, no copy) Python's docs with d2l's preprocessing, which also gives ~28 characters."""
+    host = default_host()
+    candidates = []
+    if text and text.exists():
+        candidates.append({"corpus": "time-machine", "corpus_options": {"path": str(text)}})
+    candidates.append({"corpus": "time-machine", "corpus_options": {}})
+    for cand in candidates:
+        try:
+            corpus = host.corpus(cand["corpus"])(**cand["corpus_options"])
+            encode_stream(corpus.iter_text, tokenizer="char", preprocess="d2l")
+            return {**cand, "preprocess": "d2l", "label": "The Time Machine"}
+        except RNNStudioError as exc:
+            log(f"note: {exc}")
+    log("note: The Time Machine is not available (pass --text FILE); using python-docs with d2l preprocessing")
+    return {"corpus": "python-docs", "corpus_options": {}, "preprocess": "d2l", "label": "python-docs (d2l)"}
+
+
+def load_ids(settings: dict):
+    corpus = default_host().corpus(settings["corpus"])(**settings["corpus_options"])
+    enc = encode_stream(corpus.iter_text, tokenizer="char", preprocess=settings["preprocess"])
+    return enc.ids, enc.vocab
+
+
+def train_config(settings: dict, **kw) -> TrainConfig:
+    return TrainConfig(corpus=settings["corpus"], corpus_options=dict(settings["corpus_options"]),
+                       preprocess=settings["preprocess"], save=False, checkpoint_every=0, checkpoint_minutes=0,
+                       **kw)
+
+
+# -- 1. training throughput -----------------------------------------------------------------------
+
+class TrainerContender:
+    """RNN Studio's real trainer (the CLI's code path), advanced one Progress event at a time."""
+
+    def __init__(self, cell: str, settings: dict, hidden: int):
+        self.name = cell
+        self.trainer = Trainer(train_config(settings, cell=cell, hidden_size=hidden, batch_size=32, seq_len=35,
+                                            optimizer="sgd", lr=1.0, clip=1.0, partition="sequential",
+                                            epochs=10**6, eval_every=0))
+        self.events = self.trainer.run()
+        for ev in self.events:
+            if ev.kind == "started":
+                break
+        self.clean = True
+
+    def step(self) -> int:
+        """One optimizer step; ``clean`` is False when the step also ran an evaluation (epoch end)."""
+        self.clean = True
+        for ev in self.events:
+            if isinstance(ev, Progress):
+                return 32 * 35
+            if isinstance(ev, Evaluated):
+                self.clean = False
+        raise RuntimeError("the trainer finished early")
+
+    def close(self) -> None:
+        self.events.close()
+
+
+def run_rounds(contenders, rounds: int, seconds: float, warmup: int = 3) -> dict[str, list[float]]:
+    """Interleave the contenders: each round gives each one ``seconds`` of steps. Returns tokens/s per round."""
+    rates: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for c in contenders:
+        for _ in range(warmup):
+            c.step()
+    for r in range(rounds):
+        order = contenders if r % 2 == 0 else contenders[::-1]
+        for c in order:
+            tokens, spent, t_end = 0, 0.0, time.perf_counter() + seconds
+            while time.perf_counter() < t_end or tokens == 0:
+                t0 = time.perf_counter()
+                n = c.step()
+                dt = time.perf_counter() - t0
+                if getattr(c, "clean", True):
+                    tokens += n
+                    spent += dt
+            rates[c.name].append(tokens / spent)
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1] / 1e3:.1f}k" for k, v in rates.items()))
+    return rates
+
+
+def bench_training(settings, cells, hidden, rounds, seconds, gemm) -> dict:
+    ids, vocab = load_ids(settings)
+    V = len(vocab)
+    log(f"[train] vocab {V}, {len(ids)} tokens, hidden {hidden}, cells {', '.join(cells)}")
+    base = {"d2l": baselines.D2LScratchLoop(ids, V, hidden)}
+    for fam in ("rnn", "gru", "lstm"):
+        base[fam] = baselines.RawTorchLoop(fam, ids, V, hidden)
+    ours = {}
+    for cell in cells:
+        try:
+            ours[cell] = TrainerContender(cell, settings, hidden)
+        except Exception as exc:  # a broken cell is reported, the suite goes on
+            log(f"  {cell}: could not start ({type(exc).__name__}: {exc})")
+    contenders = list(base.values()) + list(ours.values())
+    try:
+        rates = run_rounds(contenders, rounds, seconds)
+    finally:
+        for c in ours.values():
+            c.close()
+
+    def row(name, fam, kind):
+        best = max(rates[name])
+        bound = gemm / (3 * 2 * hidden * hidden * GATES[fam])
+        return {"name": name, "kind": kind, "family": fam, "tokens_per_s": best,
+                "median_tokens_per_s": statistics.median(rates[name]), "fraction_of_matmul_bound": best / bound}
+
+    rows = [row(base["d2l"].name, "rnn", "baseline")]
+    rows += [row(base[f].name, f, "baseline") for f in ("rnn", "gru", "lstm")]
+    base_rate = {"d2l": rows[0]["tokens_per_s"], **{f: rows[i + 1]["tokens_per_s"] for i, f in enumerate(("rnn", "gru", "lstm"))}}
+    base_name = {"d2l": base["d2l"].name, **{f: base[f].name for f in ("rnn", "gru", "lstm")}}
+    for cell in ours:
+        r = row(cell, family(cell), "rnnstudio")
+        key, target = TARGETS.get(cell, (family(cell), None))
+        r.update(vs=base_name[key], ratio=r["tokens_per_s"] / base_rate[key], target=target,
+                 met=None if target is None else r["tokens_per_s"] / base_rate[key] >= target)
+        rows.append(r)
+    return {"vocab_size": V, "hidden": hidden, "batch_size": 32, "num_steps": 35, "rounds": rounds,
+            "gemm_gflops": gemm / 1e9, "rows": rows}
+
+
+# -- 2. generation --------------------------------------------------------------------------------
+
+class StudioGenerator:
+    def __init__(self, cell, vocab, hidden):
+        torch.manual_seed(0)
+        cls = default_host().cell(cell)
+        self.name = cell
+        self.model = RNNLanguageModel(ModelConfig(cell=cell, vocab_size=len(vocab), hidden_size=hidden), cls)
+        self.vocab = vocab
+
+    def run(self, prefix, length, greedy):
+        t0 = time.perf_counter()
+        first = None
+        n = 0
+        for _ in stream(self.model, self.vocab, prefix, SamplingConfig(length=length, greedy=greedy, seed=0)):
+            if first is None:
+                first = time.perf_counter() - t0
+            n += 1
+        return n, time.perf_counter() - t0, first
+
+
+class RawGenerator:
+    def __init__(self, fam, vocab, hidden):
+        self.loop = baselines.RawGenerationLoop(fam, len(vocab), hidden)
+        self.name = self.loop.name
+        self.vocab = vocab
+
+    def run(self, prefix, length, greedy):
+        t0 = time.perf_counter()
+        first = []
+        ids = self.vocab.encode(prefix)
+        out = self.loop.generate(ids, length, greedy, on_first=lambda: first.append(time.perf_counter() - t0))
+        return len(out), time.perf_counter() - t0, first[0]
+
+
+def bench_generation(settings, cells, hidden, length, rounds) -> dict:
+    _, vocab = load_ids(settings)
+    prefix = "time traveller "
+    gens = {f: RawGenerator(f, vocab, hidden) for f in ("rnn", "gru", "lstm")}
+    ours = {c: StudioGenerator(c, vocab, hidden) for c in cells}
+    log(f"[generate] hidden {hidden}, {length} characters after {prefix!r}")
+    rows = []
+    for greedy in (True, False):
+        mode = "greedy" if greedy else "sampled"
+        contenders = list(gens.values()) + list(ours.values())
+        rates = {c.name: [] for c in contenders}
+        firsts = {c.name: [] for c in contenders}
+        for c in contenders:
+            c.run(prefix, 20, greedy)  # warm-up
+        for r in range(rounds):
+            for c in (contenders if r % 2 == 0 else contenders[::-1]):
+                n, secs, first = c.run(prefix, length, greedy)
+                rates[c.name].append(n / secs)
+                firsts[c.name].append(first)
+        for fam, g in gens.items():
+            rows.append({"name": g.name, "kind": "baseline", "mode": mode, "chars_per_s": max(rates[g.name]),
+                         "first_char_ms": 1e3 * min(firsts[g.name])})
+        for cell in ours:
+            base = gens[family(cell)].name
+            best = max(rates[cell])
+            rows.append({"name": cell, "kind": "rnnstudio", "mode": mode, "chars_per_s": best,
+                         "first_char_ms": 1e3 * min(firsts[cell]), "vs": base, "ratio": best / max(rates[base]),
+                         "target": 0.9, "met": best / max(rates[base]) >= 0.9})
+    return {"hidden": hidden, "length": length, "prefix": prefix, "rows": rows}
+
+
+# -- 3. GUI ------------------------------------------------------------------------------------------
+
+def bench_gui(settings, quick) -> dict:
+    """Runs in a subprocess (Qt offscreen) so that Qt never loads into the benchmark process."""
+    app_py = HERE.parent / "rnnstudio" / "gui" / "app.py"
+    if not app_py.exists():
+        return {"skipped": "rnnstudio/gui/app.py does not exist yet"}
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    cmd = [sys.executable, str(HERE / "bench_gui.py"), "--settings", json.dumps(settings)]
+    if quick:
+        cmd.append("--quick")
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        return {"skipped": "the GUI benchmark did not finish in 240 s"}
+    if out.returncode != 0 or not out.stdout.strip():
+        return {"skipped": f"the GUI benchmark failed (exit {out.returncode}): {out.stderr.strip()[-600:]}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- 4. data ---------------------------------------------------------------------------------------
+
+def make_corpus(folder: Path, source: Path | None, megabytes: int) -> Path:
+    """A ``megabytes`` MB text file: The Time Machine (or Python's docs) repeated, lines numbered so it varies."""
+    if source and source.exists():
+        base = source.read_text(encoding="utf-8")
+    else:
+        from pydoc_data.topics import topics
+        base = "\n".join(topics.values())
+    lines = base.splitlines()
+    path = folder / "big.txt"
+    target = megabytes * 1_000_000
+    written, copy = 0, 0
+    with open(path, "w", encoding="utf-8") as fh:
+        while written < target:
+            block = "\n".join(f"{copy} {line}" for line in lines) + "\n"
+            fh.write(block)
+            written += len(block.encode("utf-8"))
+            copy += 1
+    return path
+
+
+def data_child(path: str, what: str) -> None:
+    """In a fresh process: encode (or train one step on) the corpus; print timings and peak RSS as JSON."""
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    if what == "encode":
+        corpus = default_host().corpus("text-file")(path=path)
+        enc = encode_stream(corpus.iter_text, tokenizer="char", preprocess="raw")
+        out = {"tokens": len(enc.ids), "vocab": len(enc.vocab)}
+    else:
+        trainer = Trainer(TrainConfig(corpus="text-file", corpus_options={"path": path}, save=False,
+                                      checkpoint_every=0, checkpoint_minutes=0, eval_every=0))
+        events = trainer.run()
+        for ev in events:
+            if isinstance(ev, Progress):
+                break
+        events.close()
+        out = {}
+    out.update(seconds=time.perf_counter() - t0, baseline_rss=rss0,
+               peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps(out))
+
+
+def bench_data(text: Path | None, megabytes: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_corpus(Path(tmp), text, megabytes)
+        size = path.stat().st_size
+        log(f"[data] {size / 1e6:.0f} MB corpus")
+        env = {**os.environ, "RNNSTUDIO_HOME": tmp}
+        res = {}
+        for what in ("encode", "first-step"):
+            out = subprocess.run([sys.executable, __file__, "--data-child", str(path), what], env=env,
+                                 capture_output=True, text=True, timeout=300)
+            if out.returncode:
+                raise RuntimeError(f"data child {what} failed: {out.stderr[-800:]}")
+            res[what] = json.loads(out.stdout.strip().splitlines()[-1])
+    enc = res["encode"]
+    extra = enc["peak_rss"] - enc["baseline_rss"]
+    return {"corpus_mb": size / 1e6, "encode_mb_per_s": size / 1e6 / enc["seconds"], "encode_seconds": enc["seconds"],
+            "peak_rss_mb": enc["peak_rss"] / 1e6, "baseline_rss_mb": enc["baseline_rss"] / 1e6,
+            "rss_over_baseline_mb": extra / 1e6, "rss_ratio": extra / size, "rss_target": 3.0,
+            "rss_met": extra / size <= 3.0, "first_step_seconds": res["first-step"]["seconds"],
+            "first_step_peak_rss_mb": res["first-step"]["peak_rss"] / 1e6}
+
+
+# -- 5. time to quality ----------------------------------------------------------------------------
+
+def bench_quality(settings, budget: float) -> dict:
+    """Validation perplexity after ``budget`` seconds of training each, the recipes interleaved step by step."""
+    recipes = {
+        "rnnstudio default (gru 256, adam 0.005)": {},
+        "d2l 9.1 (gru 256, sgd lr 1)": {"optimizer": "sgd", "lr": 1.0},
+    }
+    log(f"[quality] {budget:.0f} s of training per recipe")
+    runs = {}
+    for name, kw in recipes.items():
+        tr = Trainer(train_config(settings, epochs=10**6, eval_every=0, seed=0, **kw))
+        events = tr.run()
+        for ev in events:
+            if ev.kind == "started":
+                break
+        runs[name] = {"trainer": tr, "events": events, "spent": 0.0, "steps": 0}
+    active = list(runs)
+    while active:
+        for name in list(active):
+            run = runs[name]
+            t0 = time.perf_counter()
+            for ev in run["events"]:
+                if isinstance(ev, Progress):
+                    run["steps"] += 1
+                    break
+            run["spent"] += time.perf_counter() - t0
+            if run["spent"] >= budget:
+                run["trainer"].stop_event.set()
+                active.remove(name)
+    out = {"budget_s": budget, "rows": []}
+    for name, run in runs.items():
+        fin = None
+        for ev in run["events"]:
+            if isinstance(ev, Finished):
+                fin = ev
+        out["rows"].append({"recipe": name, "steps": run["steps"], "val_perplexity": fin.val_perplexity})
+    ppl = [r["val_perplexity"] for r in out["rows"]]
+    out["default_better"] = ppl[0] < ppl[1]
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
+def k(x):
+    return f"{x / 1e3:.1f}k"
+
+
+def print_table(res: dict) -> None:
+    m = res["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads)")
+    if "train" in res:
+        t = res["train"]
+        print(f"\n1. training tokens/s (vocab {t['vocab_size']}, batch 32, seq 35, hidden {t['hidden']}, sgd lr 1, "
+              f"clip 1; GEMM {t['gemm_gflops']:.0f} GFLOP/s; best of {t['rounds']} interleaved rounds)")
+        print(f"   {'contender':<22}{'tokens/s':>10}{'median':>10}{'of bound':>10}  {'ratio':>14}  target")
+        for r in t["rows"]:
+            ratio = f"{r['ratio']:.2f}x {r['vs'].replace('raw ', '')}" if "ratio" in r else ""
+            target = "" if r.get("target") is None else f">= {r['target']}x {'ok' if r['met'] else 'MISSED'}"
+            print(f"   {r['name']:<22}{k(r['tokens_per_s']):>10}{k(r['median_tokens_per_s']):>10}"
+                  f"{r['fraction_of_matmul_bound']:>10.1%}  {ratio:>14}  {target}")
+    if "generate" in res:
+        g = res["generate"]
+        print(f"\n2. generation (hidden {g['hidden']}, {g['length']} characters, batch 1)")
+        print(f"   {'generator':<22}{'mode':>8}{'chars/s':>10}{'first ms':>10}  {'ratio':>16}  target")
+        for r in g["rows"]:
+            ratio = f"{r['ratio']:.2f}x {r['vs'].replace('raw ', '')}" if "ratio" in r else ""
+            target = f">= 0.9x {'ok' if r['met'] else 'MISSED'}" if "met" in r else ""
+            print(f"   {r['name']:<22}{r['mode']:>8}{k(r['chars_per_s']):>10}{r['first_char_ms']:>10.2f}  {ratio:>16}  {target}")
+    if "gui" in res:
+        g = res["gui"]
+        print("\n3. GUI")
+        if "skipped" in g:
+            print(f"   skipped: {g['skipped']}")
+        else:
+            for key, val in g.items():
+                print(f"   {key}: {val}")
+    if "data" in res:
+        d = res["data"]
+        print(f"\n4. data ({d['corpus_mb']:.0f} MB corpus)")
+        print(f"   encode {d['encode_mb_per_s']:.1f} MB/s ({d['encode_seconds']:.1f} s); peak RSS {d['peak_rss_mb']:.0f} MB "
+              f"= {d['baseline_rss_mb']:.0f} MB python+torch + {d['rss_over_baseline_mb']:.0f} MB "
+              f"({d['rss_ratio']:.2f}x the corpus, target <= 3x {'ok' if d['rss_met'] else 'MISSED'})")
+        print(f"   first training step after {d['first_step_seconds']:.1f} s (peak RSS {d['first_step_peak_rss_mb']:.0f} MB)")
+    if "quality" in res:
+        q = res["quality"]
+        print(f"\n5. validation perplexity after {q['budget_s']:.0f} s of training")
+        for r in q["rows"]:
+            print(f"   {r['recipe']:<42} {r['val_perplexity']:.2f} ({r['steps']} steps)")
+        print(f"   default recipe better: {'yes' if q['default_better'] else 'NO'}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short settings for development")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
+    ap.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="a local copy of The Time Machine")
+    ap.add_argument("--only", default="train,generate,gui,data,quality", help="comma-separated sections to run")
+    ap.add_argument("--cells", default="", help="comma-separated cells (default: every cell plugin)")
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--data-child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.data_child:
+        data_child(*args.data_child)
+        return 0
+    os.environ.setdefault("RNNSTUDIO_HOME", tempfile.mkdtemp(prefix="rnnstudio-bench-"))
+    only = set(args.only.split(","))
+    cells = [c for c in args.cells.split(",") if c] or default_host().names("cell")
+    t_start = time.perf_counter()
+    settings = corpus_settings(args.text)
+    res = {"machine": machine(), "corpus": settings["label"], "quick": args.quick, "command": " ".join(sys.argv)}
+    res["machine"]["gemm_gflops"] = baselines.gemm_flops() / 1e9
+    if "train" in only:
+        res["train"] = bench_training(settings, cells, args.hidden, rounds=2 if args.quick else 4,
+                                      seconds=1.0 if args.quick else 3.0, gemm=res["machine"]["gemm_gflops"] * 1e9)
+    if "generate" in only:
+        res["generate"] = bench_generation(settings, cells, args.hidden, length=200 if args.quick else 1000,
+                                           rounds=2 if args.quick else 3)
+    if "gui" in only:
+        res["gui"] = bench_gui(settings, args.quick)
+    if "data" in only:
+        res["data"] = bench_data(args.text, 20 if args.quick else 100)
+    if "quality" in only:
+        res["quality"] = bench_quality(settings, 10.0 if args.quick else 60.0)
+    res["seconds"] = time.perf_counter() - t_start
+    print_table(res)
+    print(f"\ntotal {res['seconds']:.0f} s")
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
