@@ -1,0 +1,340 @@
+"""The perplexity inspector view: tokens coloured by probability, NLL and top-5 on hover, how perplexity adds up,
+and two models side by side."""
+
+from __future__ import annotations
+
+import html
+import math
+from bisect import bisect_right
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QPoint, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter,
+                               QTextBrowser, QTextEdit, QToolTip, QVBoxLayout, QWidget)
+
+from .. import checkpoint
+from ..errors import RNNStudioError
+from .dialogs import show_error
+from .workers import Background
+
+SAMPLE_TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
+               "matter to us. \"It is simple,\" he said; for i in range(10): print(i)\n")
+MAX_SHOWN = 20_000  # tokens drawn in a view; scoring always covers the whole text
+NONE = "(none)"
+
+
+def model_names() -> list[str]:
+    """Saved models that load (broken ones are left out)."""
+    return [m.name for m in checkpoint.list_models() if m.config is not None]
+
+
+def read_text_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise RNNStudioError(f"{path}: cannot read it ({exc.strerror or exc}); pick another file") from None
+
+
+class ModelCache:
+    """Loaded models by name, loaded on the CPU in a worker thread and reused until the model list changes."""
+
+    def __init__(self, host=None):
+        self.host = host
+        self.loaded: dict[str, object] = {}
+
+    def get(self, name: str):
+        if name not in self.loaded:
+            self.loaded[name] = checkpoint.load_model(name, host=self.host, device="cpu")
+        return self.loaded[name]
+
+    def clear(self) -> None:
+        self.loaded.clear()
+
+
+def visible(token: str) -> str:
+    """Newlines and tabs get a visible mark so their colour shows."""
+    return {"\n": "↵\n", "\t": "→\t"}.get(token, token)
+
+
+class TokenView(QTextEdit):
+    """Read-only text of coloured tokens; hovering over a token shows its tooltip."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setLineWrapMode(QTextEdit.WidgetWidth)
+        font = QFont("monospace")
+        font.setStyleHint(QFont.Monospace)
+        font.setPointSize(11)
+        self.setFont(font)
+        self.starts: list[int] = []
+        self.tips: list[str] = []
+
+    def set_tokens(self, tokens: list[str], colours: list[tuple[int, int, int]], tips: list[str], *,
+                   separator: str = "", lead: str = "") -> None:
+        """Draw ``tokens`` with background ``colours``; ``lead`` is uncoloured text before them."""
+        self.clear()
+        self.starts, self.tips = [], list(tips)
+        cursor = QTextCursor(self.document())
+        cursor.beginEditBlock()
+        plain = QTextCharFormat()
+        if lead:
+            cursor.insertText(lead, plain)
+        fmt = QTextCharFormat()
+        for token, (r, g, b) in zip(tokens, colours):
+            self.starts.append(cursor.position())
+            fmt.setBackground(QColor(r, g, b))
+            cursor.insertText(visible(token), fmt)
+            if separator:
+                cursor.insertText(separator, plain)
+        cursor.endEditBlock()
+        self.moveCursor(QTextCursor.Start)
+
+    def token_at(self, point: QPoint) -> int | None:
+        """The index of the token under a viewport point, or None."""
+        if not self.starts:
+            return None
+        cursor = self.cursorForPosition(point)
+        pos = cursor.position()
+        if point.x() < self.cursorRect(cursor).x() and pos > 0:
+            pos -= 1  # the mouse is on the right half of the previous character
+        i = bisect_right(self.starts, pos) - 1
+        return i if 0 <= i < len(self.starts) else None
+
+    def point_of(self, index: int) -> QPoint:
+        """A viewport point in the middle of token ``index``'s first character (for tests and screenshots)."""
+        c = QTextCursor(self.document())
+        c.setPosition(self.starts[index])
+        left = self.cursorRect(c)
+        c.setPosition(self.starts[index] + 1)
+        right = self.cursorRect(c)
+        x = (left.x() + right.x()) // 2 if right.y() == left.y() else left.x() + 3
+        return QPoint(x, left.center().y())
+
+    def viewportEvent(self, event) -> bool:
+        if event.type() == QEvent.ToolTip:
+            i = self.token_at(event.pos())
+            if i is not None and i < len(self.tips):
+                QToolTip.showText(event.globalPos(), self.tips[i], self.viewport())
+            else:
+                QToolTip.hideText()
+            return True
+        return super().viewportEvent(event)
+
+
+def probability_tip(row: dict) -> str:
+    top = "".join(f"<tr><td><code>{html.escape(repr(t['token']))}</code></td><td align=right>{t['probability']:.4f}</td></tr>"
+                  for t in row["top"])
+    unk = " (unknown to the model: read as &lt;unk&gt;)" if row.get("unknown") else ""
+    return (f"<b>{html.escape(repr(row['token']))}</b> at position {row['position']}{unk}<br>"
+            f"p = {row['probability']:.4f} &nbsp; NLL = −ln p = {row['nll']:.4f} nats ({row['bits']:.3f} bits)<br>"
+            f"rank {row['rank']} among the predictions<br><table>{top}</table>")
+
+
+def breakdown_html(result: dict) -> str:
+    """Mean NLL -> exp -> perplexity, bits per token beside it, and the worked example."""
+    w = result["worked_example"]
+    steps = "".join(f"<li>{html.escape(s)}</li>" for s in w["steps"])
+    return (
+        f"<p style='font-size:13pt'><b>{html.escape(result['model'])}</b>: "
+        f"mean NLL = Σ NLL / N = {w['sum_nll']:.3f} / {w['count']} = <b>{w['mean_nll']:.4f}</b> nats "
+        f"&nbsp;→&nbsp; exp → &nbsp;perplexity <b>{w['perplexity']:.4f}</b>"
+        f" &nbsp;|&nbsp; bits per token = {w['mean_nll']:.4f} / ln 2 = <b>{w['bits_per_token']:.4f}</b></p>"
+        f"<p>Perplexity is the number of equally likely choices that would be as surprising: each token is "
+        f"coloured by the probability the model gave it (red: unlikely, green: likely). The first token only "
+        f"starts the state. {result['unknown']} unknown token(s).</p>"
+        f"<p><b>Worked on the first tokens</b></p><ol>{steps}</ol>"
+    )
+
+
+def compare_html(c: dict) -> str:
+    wins = c["wins"]
+    notes = "".join(f"<p style='color:#b35900'>{html.escape(n)}</p>" for n in c["notes"])
+    big = ", ".join(f"{html.escape(repr(r['token']))} @{r['position']} ({'A' if r['winner'] == 'a' else 'B'} by "
+                    f"{abs(r['diff']):.2f})" for r in c["biggest_differences"][:6])
+    return (
+        f"<p style='font-size:12pt'><b>A</b> {html.escape(c['model_a'])}: perplexity {c['perplexity_a']:.4f} "
+        f"(mean NLL {c['mean_nll_a']:.4f}) &nbsp; vs &nbsp; <b>B</b> {html.escape(c['model_b'])}: perplexity "
+        f"{c['perplexity_b']:.4f} (mean NLL {c['mean_nll_b']:.4f})</p>"
+        f"<p>A wins {wins['a']} tokens, B wins {wins['b']} ({wins['tie']} ties). Bottom pane: green where A gave "
+        f"the token more probability, purple where B did. Biggest differences: {big}</p>{notes}"
+    )
+
+
+def diff_colour(diff: float) -> tuple[int, int, int]:
+    """NLL_B - NLL_A: green when A wins, purple when B wins; full colour at 2 nats."""
+    t = max(-1.0, min(1.0, diff / 2.0))
+    if t >= 0:
+        return int(255 - 140 * t), int(255 - 45 * t), int(255 - 140 * t)
+    t = -t
+    return int(255 - 75 * t), int(255 - 140 * t), int(255 - 20 * t)
+
+
+class InspectorView(QWidget):
+    """Paste or open a text, pick a model (and optionally a second one), press Inspect."""
+
+    explained = Signal(object)  # the explain() or compare() result now on screen
+    failed = Signal(object)
+    status = Signal(str)
+
+    def __init__(self, host=None, parent=None):
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.host = host
+        self.models = ModelCache(host)
+        self.result: dict | None = None
+        self.busy = False
+        self._token = 0
+        self.background = Background()
+        self.background.done.connect(self._done)
+        self.background.failed.connect(self._failed)
+
+        self.model_a = QComboBox()
+        self.model_b = QComboBox()
+        self.model_a.setMinimumContentsLength(18)
+        self.model_b.setMinimumContentsLength(18)
+        self.open_button = QPushButton("Open file…")
+        self.open_button.clicked.connect(self.open_file)
+        self.inspect_button = QPushButton("Inspect", objectName="primary")
+        self.inspect_button.clicked.connect(self.inspect)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Model A"))
+        top.addWidget(self.model_a)
+        top.addWidget(QLabel("compare with B"))
+        top.addWidget(self.model_b)
+        top.addWidget(self.open_button)
+        top.addWidget(self.inspect_button)
+        top.addStretch(1)
+
+        self.input = QPlainTextEdit(SAMPLE_TEXT)
+        self.input.setPlaceholderText("Paste text here, or open a file")
+        self.input.setMaximumHeight(110)
+        self.view_a = TokenView()
+        self.view_b = TokenView()
+        self.view_diff = TokenView()
+        self.view_b.hide()
+        self.view_diff.hide()
+        self.breakdown = QTextBrowser()
+        self.breakdown.setOpenLinks(False)
+        sides = QSplitter(Qt.Horizontal)
+        sides.addWidget(self.view_a)
+        sides.addWidget(self.view_b)
+        panes = QSplitter(Qt.Vertical)
+        panes.addWidget(sides)
+        panes.addWidget(self.view_diff)
+        panes.addWidget(self.breakdown)
+        panes.setSizes([330, 160, 230])
+        col = QVBoxLayout(self)
+        col.addLayout(top)
+        col.addWidget(self.input)
+        col.addWidget(panes, 1)
+        self.refresh_models()
+
+    # -- models ---------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        self.models.clear()
+        names = model_names()
+        for combo, extra in ((self.model_a, []), (self.model_b, [NONE])):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(extra + names)
+            if current in extra + names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self.inspect_button.setEnabled(bool(names))
+
+    def select_models(self, a: str, b: str | None = None) -> None:
+        self.model_a.setCurrentText(a)
+        self.model_b.setCurrentText(b or NONE)
+
+    def set_text(self, text: str) -> None:
+        self.input.setPlainText(text)
+
+    def open_file(self, path: str | None = None) -> None:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a text file", "", "Text files (*.txt);;All files (*)")
+            if not path:
+                return
+        try:
+            self.set_text(read_text_file(path))
+        except RNNStudioError as exc:
+            show_error(self, exc)
+
+    # -- work -----------------------------------------------------------------------
+    def inspect(self) -> bool:
+        """Score the text under model A (and B) in a worker thread; False when there is nothing to do."""
+        a = self.model_a.currentText()
+        b = self.model_b.currentText()
+        text = self.input.toPlainText()
+        if not a:
+            show_error(self, RNNStudioError("no saved model yet; train one first"))
+            return False
+        self._token += 1
+        self.busy = True
+        self.inspect_button.setEnabled(False)
+        self.status.emit(f"inspecting with {a}…")
+        self.background.submit(self._token, self._compute, a, None if b in ("", NONE) else b, text)
+        return True
+
+    def _compute(self, a: str, b: str | None, text: str) -> dict:
+        from ..inspector import compare, explain
+
+        if b is None:
+            return {"kind": "explain", **explain(self.models.get(a), text, host=self.host)}
+        return {"kind": "compare", **compare(self.models.get(a), self.models.get(b), text, host=self.host)}
+
+    def _done(self, token, result) -> None:
+        if token != self._token:
+            return  # an older request finished after a newer one started
+        self.busy = False
+        self.inspect_button.setEnabled(True)
+        self.show_result(result)
+        self.explained.emit(result)
+
+    def _failed(self, token, exc) -> None:
+        if token != self._token:
+            return
+        self.busy = False
+        self.inspect_button.setEnabled(True)
+        self.failed.emit(exc)
+        show_error(self, exc)
+
+    def is_busy(self) -> bool:
+        return self.busy
+
+    # -- display --------------------------------------------------------------------
+    def _draw(self, view: TokenView, result: dict, title: str) -> None:
+        rows = result["rows"][:MAX_SHOWN]
+        sep = " " if result["tokenizer"] == "word" else ""
+        from ..inspector import probability_colour
+
+        view.set_tokens([r["token"] for r in rows], [probability_colour(r["probability"]) for r in rows],
+                        [probability_tip(r) for r in rows], separator=sep,
+                        lead=f"{title}\n{visible(result['first_token'])}{sep}")
+
+    def show_result(self, result: dict) -> None:
+        self.result = result
+        if result["kind"] == "explain":
+            self._draw(self.view_a, result, f"{result['model']}: perplexity {result['perplexity']:.3f}")
+            self.view_b.hide()
+            self.view_diff.hide()
+            self.breakdown.setHtml(breakdown_html(result))
+            self.status.emit(f"{result['model']}: perplexity {result['perplexity']:.3f} over {result['scored']} tokens")
+            return
+        ea, eb = result["explain_a"], result["explain_b"]
+        self._draw(self.view_a, ea, f"A {ea['model']}: perplexity {ea['perplexity']:.3f}")
+        self._draw(self.view_b, eb, f"B {eb['model']}: perplexity {eb['perplexity']:.3f}")
+        rows = result["rows"][:MAX_SHOWN]
+        sep = " " if ea["tokenizer"] == "word" else ""
+        tips = [f"<b>{html.escape(repr(r['token']))}</b> at {r['position']}<br>NLL A {r['nll_a']:.4f}, "
+                f"B {r['nll_b']:.4f}<br>B − A = {r['diff']:+.4f}: "
+                f"<b>{ {'a': 'A wins', 'b': 'B wins', 'tie': 'tie'}[r['winner']]}</b>" for r in rows]
+        self.view_diff.set_tokens([r["token"] for r in rows], [diff_colour(r["diff"]) for r in rows], tips,
+                                  separator=sep, lead=f"who wins where (green: A, purple: B)\n"
+                                                      f"{visible(ea['first_token'])}{sep}")
+        self.view_b.show()
+        self.view_diff.show()
+        self.breakdown.setHtml(compare_html(result) + breakdown_html(ea) + breakdown_html(eb))
+        self.status.emit(f"A wins {result['wins']['a']} tokens, B wins {result['wins']['b']}")
