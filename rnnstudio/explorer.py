@@ -25,6 +25,7 @@ class Activations:
     model: str = ""
     cell: str = ""
     notes: list[str] = field(default_factory=list)
+    separator: str = ""  # " " between word tokens, "" between characters
 
     @property
     def names(self) -> list[str]:
@@ -83,6 +84,7 @@ def explore(loaded, text: str, *, max_tokens: int = MAX_TOKENS) -> Activations:
     acts = collect_activations(loaded.model, tok.ids, tok.tokens, name=loaded.name,
                                cell=loaded.config.get("model", {}).get("cell", ""))
     acts.notes = notes
+    acts.separator = " " if tok.tokenizer == "word" else ""
     return acts
 
 
@@ -197,10 +199,11 @@ def _visible(token: str) -> str:
     return token if token not in ("\n", "\t") else {"\n": "↵\n", "\t": "→\t"}[token]
 
 
-def activations_html(acts: Activations, series: str, unit: int, *, separator: str = "") -> str:
+def activations_html(acts: Activations, series: str, unit: int, *, separator: str | None = None) -> str:
     """A self-contained HTML page: each token coloured by one unit's activation, the value on hover."""
     values = acts.values(series, unit)
     scale = scale_for(values)
+    separator = acts.separator if separator is None else separator
     parts = []
     for token, v in zip(acts.tokens, values):
         r, g, b = activation_colour(float(v), scale)
@@ -220,7 +223,7 @@ def activations_html(acts: Activations, series: str, unit: int, *, separator: st
     )
 
 
-def save_html(acts: Activations, series: str, unit: int, path, *, separator: str = "") -> None:
+def save_html(acts: Activations, series: str, unit: int, path, *, separator: str | None = None) -> None:
     from .fileio import atomic_write_text
 
     atomic_write_text(path, activations_html(acts, series, unit, separator=separator))

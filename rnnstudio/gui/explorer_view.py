@@ -1,0 +1,298 @@
+"""The hidden-state explorer view: colour each character by one unit's activation; units ranked by how well
+they track simple text features; PNG and HTML export."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+                               QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+
+from ..errors import RNNStudioError
+from .dialogs import show_error
+from .inspector_view import SAMPLE_TEXT, ModelCache, TokenView, model_names, read_text_file
+from .workers import Background
+
+BEST = "(each unit's best feature)"
+MAX_TOKENS = 5_000  # stepping is one Python call per token; keep the view responsive
+RANKED = 40  # rows in the ranking table
+
+
+class ExplorerView(QWidget):
+    """Run a model over a text, then pick a layer/unit (or click a ranked unit) to colour the text by it."""
+
+    explored = Signal(object)  # explorer.Activations now on screen
+    failed = Signal(object)
+    status = Signal(str)
+
+    def __init__(self, host=None, parent=None):
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.host = host
+        self.models = ModelCache(host)
+        self.acts = None
+        self.features = {}
+        self.busy = False
+        self._token = 0
+        self.background = Background()
+        self.background.done.connect(self._done)
+        self.background.failed.connect(self._failed)
+
+        self.model = QComboBox()
+        self.model.setMinimumContentsLength(18)
+        self.open_button = QPushButton("Open file…")
+        self.open_button.clicked.connect(self.open_file)
+        self.run_button = QPushButton("Run", objectName="primary")
+        self.run_button.setToolTip(f"feed the text through the model one token at a time (first {MAX_TOKENS:,})")
+        self.run_button.clicked.connect(self.run)
+        self.layer = QComboBox()
+        self.layer.setMinimumContentsLength(22)
+        self.layer.currentIndexChanged.connect(self._layer_changed)
+        self.unit = QSpinBox()
+        self.unit.valueChanged.connect(lambda _v: self.redraw())
+        self.feature = QComboBox()
+        self.feature.currentIndexChanged.connect(lambda _i: self.rerank())
+        self.png_button = QPushButton("Export PNG…")
+        self.png_button.clicked.connect(lambda: self.export_png())
+        self.html_button = QPushButton("Export HTML…")
+        self.html_button.clicked.connect(lambda: self.export_html())
+        for b in (self.png_button, self.html_button):
+            b.setEnabled(False)
+        top = QHBoxLayout()
+        for w in (QLabel("Model"), self.model, self.open_button, self.run_button, QLabel("  state"), self.layer,
+                  QLabel("unit"), self.unit, self.png_button, self.html_button):
+            top.addWidget(w)
+        top.addStretch(1)
+
+        self.input = QPlainTextEdit(SAMPLE_TEXT)
+        self.input.setPlaceholderText("Paste text here, or open a file")
+        self.input.setMaximumHeight(90)
+        self.text_view = TokenView()
+        self.caption = QLabel("", objectName="hint")
+        self.caption.setWordWrap(True)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["state", "unit", "feature", "r"])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.itemSelectionChanged.connect(self._ranked_selected)
+        rank_box = QWidget()
+        rank_col = QVBoxLayout(rank_box)
+        rank_col.setContentsMargins(0, 0, 0, 0)
+        rank_col.addWidget(QLabel("Units ranked by |correlation| with"))
+        rank_col.addWidget(self.feature)
+        rank_col.addWidget(self.table, 1)
+        left = QWidget()
+        left_col = QVBoxLayout(left)
+        left_col.setContentsMargins(0, 0, 0, 0)
+        left_col.addWidget(self.caption)
+        left_col.addWidget(self.text_view, 1)
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(left)
+        split.addWidget(rank_box)
+        split.setSizes([900, 380])
+        col = QVBoxLayout(self)
+        col.addLayout(top)
+        col.addWidget(self.input)
+        col.addWidget(split, 1)
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        self.models.clear()
+        current = self.model.currentText()
+        names = model_names()
+        self.model.clear()
+        self.model.addItems(names)
+        if current in names:
+            self.model.setCurrentText(current)
+        self.run_button.setEnabled(bool(names))
+
+    def select_model(self, name: str) -> None:
+        self.model.setCurrentText(name)
+
+    def set_text(self, text: str) -> None:
+        self.input.setPlainText(text)
+
+    def open_file(self, path: str | None = None) -> None:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a text file", "", "Text files (*.txt);;All files (*)")
+            if not path:
+                return
+        try:
+            self.set_text(read_text_file(path))
+        except RNNStudioError as exc:
+            show_error(self, exc)
+
+    # -- work -----------------------------------------------------------------------
+    def run(self) -> bool:
+        name = self.model.currentText()
+        if not name:
+            show_error(self, RNNStudioError("no saved model yet; train one first"))
+            return False
+        self._token += 1
+        self.busy = True
+        self.run_button.setEnabled(False)
+        self.status.emit(f"running {name} over the text…")
+        self.background.submit(self._token, self._compute, name, self.input.toPlainText())
+        return True
+
+    def _compute(self, name: str, text: str):
+        from ..explorer import explore, rank_units, text_features
+
+        acts = explore(self.models.get(name), text, max_tokens=MAX_TOKENS)
+        features = text_features(acts.tokens)
+        return acts, features, rank_units(acts, features=features, limit=RANKED)
+
+    def _done(self, token, result) -> None:
+        if token != self._token:
+            return
+        self.busy = False
+        self.run_button.setEnabled(True)
+        self.acts, self.features, ranked = result
+        self.layer.blockSignals(True)
+        self.layer.clear()
+        from ..explorer import series_label
+
+        for name in self.acts.names:
+            self.layer.addItem(series_label(name), name)
+        self.layer.blockSignals(False)
+        self.feature.blockSignals(True)
+        self.feature.clear()
+        self.feature.addItems([BEST, *self.features])
+        self.feature.blockSignals(False)
+        self._fill_table(ranked)
+        for b in (self.png_button, self.html_button):
+            b.setEnabled(True)
+        self._layer_changed()
+        if ranked:  # start on the most interesting unit
+            self.show_unit(ranked[0]["layer"], ranked[0]["unit"])
+        self.explored.emit(self.acts)
+        notes = "; ".join(self.acts.notes)
+        self.status.emit(f"{len(self.acts.tokens):,} tokens through {self.acts.model}{'; ' + notes if notes else ''}")
+
+    def _failed(self, token, exc) -> None:
+        if token != self._token:
+            return
+        self.busy = False
+        self.run_button.setEnabled(True)
+        self.failed.emit(exc)
+        show_error(self, exc)
+
+    def is_busy(self) -> bool:
+        return self.busy
+
+    # -- ranking ----------------------------------------------------------------------
+    def rerank(self) -> None:
+        if self.acts is None:
+            return
+        from ..explorer import rank_units
+
+        feature = self.feature.currentText()
+        ranked = rank_units(self.acts, feature=None if feature in ("", BEST) else feature, features=self.features,
+                            limit=RANKED)
+        self._fill_table(ranked)
+
+    def _fill_table(self, ranked: list[dict]) -> None:
+        from ..explorer import FEATURES, series_label
+
+        self.ranked = ranked
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(ranked))
+        for i, r in enumerate(ranked):
+            kind, _, layer = r["layer"].partition("[")
+            cells = [f"{kind} (layer {int(layer.rstrip(']') or 0) + 1})", str(r["unit"]), r["feature"], f"{r['r']:+.3f}"]
+            for j, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if j == 0:
+                    item.setToolTip(series_label(r["layer"]))
+                if j == 2:
+                    item.setToolTip(FEATURES.get(r["feature"], ""))
+                self.table.setItem(i, j, item)
+        self.table.blockSignals(False)
+
+    def _ranked_selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            r = self.ranked[rows[0].row()]
+            self.show_unit(r["layer"], r["unit"])
+
+    # -- display ----------------------------------------------------------------------
+    def _layer_changed(self) -> None:
+        if self.acts is None or self.layer.currentData() is None:
+            return
+        self.unit.setMaximum(self.acts.series[self.layer.currentData()].shape[1] - 1)
+        self.redraw()
+
+    def show_unit(self, series: str, unit: int) -> None:
+        index = self.layer.findData(series)
+        if index < 0:
+            raise RNNStudioError(f"no state {series!r} in this model")
+        self.layer.blockSignals(True)
+        self.layer.setCurrentIndex(index)
+        self.layer.blockSignals(False)
+        self.unit.blockSignals(True)
+        self.unit.setMaximum(self.acts.series[series].shape[1] - 1)
+        self.unit.setValue(unit)
+        self.unit.blockSignals(False)
+        self.redraw()
+
+    def current(self) -> tuple[str, int]:
+        return self.layer.currentData(), self.unit.value()
+
+    def redraw(self) -> None:
+        if self.acts is None or self.layer.currentData() is None:
+            return
+        from ..explorer import activation_colour, correlations, scale_for, series_label
+
+        series, unit = self.current()
+        values = self.acts.values(series, unit)
+        scale = scale_for(values)
+        names = list(self.features)
+        r = correlations(self.acts, self.features)[series][unit]
+        best = sorted(range(len(names)), key=lambda k: -abs(r[k]))[:3]
+        tips = []
+        for t, (token, v) in enumerate(zip(self.acts.tokens, values)):
+            feats = ", ".join(f"{names[k]} {self.features[names[k]][t]:g}" for k in best)
+            tips.append(f"<b>{html.escape(repr(token))}</b> at {t}<br>unit {unit} = <b>{v:+.4f}</b><br>{html.escape(feats)}")
+        self.text_view.set_tokens(self.acts.tokens, [activation_colour(float(v), scale) for v in values], tips,
+                                  separator=self.acts.separator)
+        corr = ", ".join(f"{names[k]} r = {r[k]:+.2f}" for k in best)
+        self.caption.setText(f"{self.acts.model} ({self.acts.cell}): unit {unit} of {series_label(series)}. "
+                             f"Red positive, blue negative, full colour at |value| = {scale:.3g}. "
+                             f"Tracks best: {corr}.")
+
+    # -- export -------------------------------------------------------------------------
+    def export_png(self, path: str | None = None) -> str | None:
+        if self.acts is None:
+            return None
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Save the coloured text as PNG", "unit.png", "PNG (*.png)")
+            if not path:
+                return None
+        if not self.text_view.grab().save(path, "PNG"):
+            show_error(self, RNNStudioError(f"could not write {path}; pick another folder"))
+            return None
+        self.status.emit(f"saved {path}")
+        return path
+
+    def export_html(self, path: str | None = None) -> str | None:
+        if self.acts is None:
+            return None
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Save the coloured text as HTML", "unit.html", "HTML (*.html)")
+            if not path:
+                return None
+        from ..explorer import save_html
+
+        series, unit = self.current()
+        try:
+            save_html(self.acts, series, unit, path)
+        except OSError as exc:
+            show_error(self, RNNStudioError(f"could not write {path} ({exc.strerror or exc}); pick another folder"))
+            return None
+        self.status.emit(f"saved {path}")
+        return path
