@@ -256,7 +256,7 @@ def bench_gui(settings, quick) -> dict:
     if not app_py.exists():
         return {"skipped": "rnnstudio/gui/app.py does not exist yet"}
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    cmd = [sys.executable, str(HERE / "bench_gui.py"), "--settings", json.dumps(settings)]
+    cmd = [sys.executable, str(HERE / "bench_gui.py"), "--settings", json.dumps(settings), "--launched", repr(time.time())]
     if quick:
         cmd.append("--quick")
     try:
