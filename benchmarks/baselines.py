@@ -72,7 +72,7 @@ class D2LScratchLoop:
         with torch.no_grad():  # d2l.sgd with batch_size=1 (the loss is already a mean)
             for p in self.params:
                 p -= self.lr * p.grad
-        self.last_loss = float(loss)  # d2l's Accumulator reads the loss every step
+        self.last_loss = loss.item()  # d2l's Accumulator reads the loss every step
         return X.numel()
 
 
@@ -106,7 +106,7 @@ class RawTorchLoop:
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
-        self.last_loss = float(loss)  # every loop prints or logs its loss
+        self.last_loss = loss.item()  # every loop prints or logs its loss
         return X.numel()
 
 
