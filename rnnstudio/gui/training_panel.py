@@ -81,6 +81,7 @@ class TrainingPanel(QWidget):
             "resume": QCheckBox("continue this saved model (resume)"),
             # device
             "device": self._device_combo(),
+            "threads": F.spin(d.threads, 0, 1024, "CPU threads for torch (0: torch's default)"),
         }
 
         # -- corpus -------------------------------------------------------------------
@@ -129,7 +130,9 @@ class TrainingPanel(QWidget):
         form.addRow(f["resume"])
 
         device_box = QGroupBox("Device")
-        QVBoxLayout(device_box).addWidget(f["device"])
+        form = QFormLayout(device_box)
+        form.addRow(f["device"])
+        form.addRow("CPU threads", f["threads"])
 
         settings = QWidget()
         col = QVBoxLayout(settings)
@@ -274,7 +277,7 @@ class TrainingPanel(QWidget):
             hidden_size=f["hidden_size"], num_layers=f["num_layers"], dropout=round(f["dropout"], 4),
             encoding=f["encoding"], embed_size=f["embed_size"], batch_size=f["batch_size"], seq_len=f["seq_len"],
             epochs=0 if steps else f["length"], max_steps=f["length"] if steps else 0, optimizer=f["optimizer"],
-            lr=lr, clip=round(f["clip"], 4), partition=f["partition"], seed=f["seed"], device=f["device"],
+            lr=lr, clip=round(f["clip"], 4), partition=f["partition"], seed=f["seed"], device=f["device"], threads=f["threads"],
             name=name, resume=f["resume"], eval_every=f["eval_every"], sample_every=f["sample_every"])
         try:
             config.validate()
