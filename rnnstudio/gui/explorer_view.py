@@ -296,3 +296,11 @@ class ExplorerView(QWidget):
             return None
         self.status.emit(f"saved {path}")
         return path
+
+
+def page(window):
+    """The main window's tab (see ``pages.py``): refreshed whenever models change or a training run ends."""
+    view = ExplorerView(window.host)
+    window.models_changed.connect(view.refresh_models)
+    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
+    return view

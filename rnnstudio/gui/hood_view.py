@@ -133,3 +133,11 @@ class HoodView(QWidget):
                     item.setBackground(QColor("#eef3ff") if j == 2 else QColor("#fff4e5"))
                 self.table.setItem(i, j, item)
         self.status.emit(f"H_t both ways: max difference {r['max_difference']:.3g}")
+
+
+def page(window):
+    """The main window's tab (see ``pages.py``): refreshed whenever models change or a training run ends."""
+    view = HoodView(window.host)
+    window.models_changed.connect(view.refresh_models)
+    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
+    return view

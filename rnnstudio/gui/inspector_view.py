@@ -338,3 +338,11 @@ class InspectorView(QWidget):
         self.view_diff.show()
         self.breakdown.setHtml(compare_html(result) + breakdown_html(ea) + breakdown_html(eb))
         self.status.emit(f"A wins {result['wins']['a']} tokens, B wins {result['wins']['b']}")
+
+
+def page(window):
+    """The main window's tab (see ``pages.py``): refreshed whenever models change or a training run ends."""
+    view = InspectorView(window.host)
+    window.models_changed.connect(view.refresh_models)
+    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
+    return view

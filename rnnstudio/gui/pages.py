@@ -21,3 +21,19 @@ from __future__ import annotations
 from typing import Callable
 
 PAGES: list[tuple[str, Callable]] = []
+
+
+def _lazy(module: str) -> Callable:
+    """A factory that imports ``rnnstudio.gui.<module>`` only when the window is built and calls its ``page(window)``."""
+
+    def factory(window):
+        from importlib import import_module
+
+        return import_module(f"{__package__}.{module}").page(window)
+
+    return factory
+
+
+# issue 8: see inside the model
+PAGES += [("Inspector", _lazy("inspector_view")), ("Explorer", _lazy("explorer_view")), ("Runs", _lazy("runs_view")),
+          ("Under the hood", _lazy("hood_view"))]

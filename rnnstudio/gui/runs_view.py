@@ -185,3 +185,11 @@ class RunsView(QWidget):
             return None
         self.status.emit(f"wrote {len(chosen)} runs to {path}")
         return str(path)
+
+
+def page(window):
+    """The main window's tab (see ``pages.py``): refreshed whenever models change or a training run ends."""
+    view = RunsView()
+    window.models_changed.connect(view.refresh)
+    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
+    return view

@@ -1,0 +1,202 @@
+"""GUI tests for the inspector, explorer, runs and 'under the hood' views (pytest-qt, offscreen, tiny models)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QEvent, Qt  # noqa: E402
+from PySide6.QtGui import QHelpEvent, QImage, QTextCursor  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QToolTip  # noqa: E402
+
+from rnnstudio import runs  # noqa: E402
+from rnnstudio.gui.explorer_view import ExplorerView  # noqa: E402
+from rnnstudio.gui.hood_view import HoodView  # noqa: E402
+from rnnstudio.gui.inspector_view import InspectorView  # noqa: E402
+from rnnstudio.gui.main_window import MainWindow  # noqa: E402
+from rnnstudio.gui.runs_view import RunsView  # noqa: E402
+from rnnstudio.inspector import probability_colour  # noqa: E402
+from rnnstudio.plugins import default_host  # noqa: E402
+from rnnstudio.trainer import TrainConfig, Trainer  # noqa: E402
+
+WAIT_MS = 30_000
+TEXT = 'the cat sat on the mat.\n"the mat" (sat) on the cat.'
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error dialogs, recorded instead of shown."""
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a, **k: shown.append((title, text)))
+    return shown
+
+
+def train(corpus, name, cell, steps=10):
+    cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus)}, cell=cell, hidden_size=16,
+                      batch_size=4, seq_len=16, max_steps=steps, eval_every=4, checkpoint_every=0, device="cpu",
+                      name=name)
+    for _ in Trainer(cfg).run():
+        pass
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory):
+    """Three small models (gru-a, rnn-b: rnn-scratch, lstm-x), trained once for the module, with their run records."""
+    root = tmp_path_factory.mktemp("trained")
+    corpus = root / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
+    old = os.environ.get("RNNSTUDIO_HOME")
+    os.environ["RNNSTUDIO_HOME"] = str(root / "home")
+    try:
+        for name, cell in (("gru-a", "gru"), ("rnn-b", "rnn-scratch"), ("lstm-x", "lstm")):
+            train(corpus, name, cell)
+    finally:
+        if old is None:
+            os.environ.pop("RNNSTUDIO_HOME", None)
+        else:
+            os.environ["RNNSTUDIO_HOME"] = old
+    return root / "home"
+
+
+@pytest.fixture
+def trained(trained_home, rnnstudio_home):
+    """This test's own copy of the trained models and runs."""
+    shutil.copytree(trained_home, rnnstudio_home, dirs_exist_ok=True)
+    return rnnstudio_home
+
+
+def background_colour(view, index):
+    cursor = QTextCursor(view.document())
+    cursor.setPosition(view.starts[index] + 1)  # the format of the character just before the cursor
+    c = cursor.charFormat().background().color()
+    return c.red(), c.green(), c.blue()
+
+
+def test_inspector_colours_tokens_shows_tooltips_and_compares(qtbot, trained, tmp_path, monkeypatch, errors):
+    view = InspectorView(default_host())
+    qtbot.addWidget(view)
+    view.resize(1000, 700)
+    view.show()
+    picked = tmp_path / "pasted.txt"
+    picked.write_text(TEXT, encoding="utf-8")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(picked), ""))
+    qtbot.mouseClick(view.open_button, Qt.LeftButton)
+    assert view.input.toPlainText() == TEXT
+    view.select_models("gru-a")
+    with qtbot.waitSignal(view.explained, timeout=WAIT_MS) as blocker:
+        qtbot.mouseClick(view.inspect_button, Qt.LeftButton)
+    result = blocker.args[0]
+    assert result["kind"] == "explain" and len(view.view_a.starts) == result["scored"] == len(TEXT) - 1
+    for i in (0, 7, len(TEXT) - 2):
+        assert background_colour(view.view_a, i) == probability_colour(result["rows"][i]["probability"])
+        assert view.view_a.token_at(view.view_a.point_of(i)) == i
+    # a real hover: the tooltip names the token's NLL and its top predictions
+    i = 4
+    point = view.view_a.point_of(i)
+    event = QHelpEvent(QEvent.ToolTip, point, view.view_a.viewport().mapToGlobal(point))
+    view.view_a.viewportEvent(event)
+    tip = QToolTip.text()
+    assert f"{result['rows'][i]['nll']:.4f}" in tip and result["rows"][i]["top"][0]["token"] in tip
+    page = view.breakdown.toPlainText()
+    assert f"{result['perplexity']:.4f}" in page and "bits per token" in page and "exp(" in page
+    assert not view.view_b.isVisible()
+
+    view.select_models("gru-a", "rnn-b")
+    with qtbot.waitSignal(view.explained, timeout=WAIT_MS) as blocker:
+        view.inspect()
+    both = blocker.args[0]
+    assert both["kind"] == "compare" and view.view_b.isVisible() and view.view_diff.isVisible()
+    assert len(view.view_diff.starts) == both["scored"]
+    assert f"A wins {both['wins']['a']} tokens, B wins {both['wins']['b']}" in view.breakdown.toPlainText()
+    assert not errors
+
+
+def test_explorer_ranks_units_switches_state_and_exports(qtbot, trained, tmp_path, errors):
+    view = ExplorerView(default_host())
+    qtbot.addWidget(view)
+    view.resize(1000, 700)
+    view.show()
+    view.set_text(TEXT)
+    view.select_model("lstm-x")
+    with qtbot.waitSignal(view.explored, timeout=WAIT_MS) as blocker:
+        qtbot.mouseClick(view.run_button, Qt.LeftButton)
+    acts = blocker.args[0]
+    assert [view.layer.itemData(i) for i in range(view.layer.count())] == ["h[0]", "c[0]"]
+    assert view.table.rowCount() > 0 and len(view.text_view.starts) == len(TEXT)
+    top = view.ranked[0]
+    assert view.current() == (top["layer"], top["unit"])  # opens on the best-correlated unit
+    # clicking a ranked row shows that unit
+    view.table.selectRow(2)
+    assert view.current() == (view.ranked[2]["layer"], view.ranked[2]["unit"])
+    view.layer.setCurrentIndex(1)
+    view.unit.setValue(3)
+    assert view.current() == ("c[0]", 3) and "cell state c" in view.caption.text()
+    # ranking by one feature lists every unit of both states against it
+    view.feature.setCurrentText("inside quotes")
+    assert {view.table.item(r, 2).text() for r in range(view.table.rowCount())} == {"inside quotes"}
+    assert view.table.rowCount() == 32
+    png = view.export_png(str(tmp_path / "unit.png"))
+    image = QImage(png)
+    assert not image.isNull() and image.width() > 100
+    page = (tmp_path / "unit.html")
+    view.export_html(str(page))
+    html = page.read_text(encoding="utf-8")
+    assert html.count("<span ") == len(acts.tokens) and "cell state c" in html and "&quot;" in html
+    assert not errors
+
+
+def test_runs_view_overlays_ticked_runs_and_exports_csv(qtbot, trained, tiny_corpus, tmp_path, errors):
+    view = RunsView()
+    qtbot.addWidget(view)
+    view.show()
+    ids = [r["id"] for r in runs.list_runs()]
+    assert len(ids) == 3 and view.table.rowCount() == 3 and view.selected_ids() == ids  # the latest start ticked
+    assert view.metric_choice.currentText() == "val perplexity"
+    assert [view.point_count(i) for i in ids] == [3, 3, 3]  # validations at steps 4, 8 and the last step, 10
+    view.table.item(0, 0).setCheckState(Qt.Unchecked)
+    assert view.selected_ids() == ids[1:] and view.point_count(ids[0]) == 0
+    view.set_metric("train loss")
+    assert view.point_count(ids[1]) == 10
+    out = view.export_csv(str(tmp_path / "runs.csv"))
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["model"] for r in rows] == ["rnn-b", "lstm-x"] and rows[0]["cell"] == "rnn-scratch"
+    train(tiny_corpus, "run-late", "gru", steps=2)
+    view.refresh()  # keeps the ticks; the new run appears unticked
+    assert view.table.rowCount() == 4 and view.selected_ids() == ids[1:]
+    assert not errors
+
+
+def test_hood_view_computes_one_step_both_ways(qtbot, trained, errors):
+    view = HoodView(default_host())
+    qtbot.addWidget(view)
+    assert [view.model.itemText(i) for i in range(view.model.count())] == ["rnn-b"]  # only plain RNNs
+    view.text.setText("the cat sat")
+    view.step.setValue(4)
+    with qtbot.waitSignal(view.computed, timeout=WAIT_MS) as blocker:
+        qtbot.mouseClick(view.compute_button, Qt.LeftButton)
+    r = blocker.args[0]
+    assert r["token"] == "c" and view.table.rowCount() == 16
+    assert r["max_difference"] < 1e-5 and "max |separate − concatenated|" in view.difference.text()
+    assert float(view.table.item(0, 2).text()) == pytest.approx(r["separate"][0], abs=1e-7)
+    assert float(view.table.item(0, 3).text()) == pytest.approx(r["concatenated"][0], abs=1e-7)
+    view.step.setValue(50)
+    assert view.compute() is None and "step must be between" in errors[-1][1]
+
+
+def test_main_window_has_the_pages_and_refreshes_runs_after_training(qtbot, tiny_corpus, errors):
+    win = MainWindow(default_host(), restore=False)
+    qtbot.addWidget(win)
+    titles = [win.tabs.tabText(i) for i in range(win.tabs.count())]
+    for title in ("Inspector", "Explorer", "Runs", "Under the hood"):
+        assert title in titles
+    runs_page = win.tabs.widget(titles.index("Runs"))
+    inspector_page = win.tabs.widget(titles.index("Inspector"))
+    assert runs_page.table.rowCount() == 0 and inspector_page.model_a.count() == 0
+    train(tiny_corpus, "late", "gru", steps=2)
+    win.models_changed.emit()  # what the window emits when a training run ends
+    assert runs_page.table.rowCount() == 1 and inspector_page.model_a.currentText() == "late"
