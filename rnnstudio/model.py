@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -97,6 +98,21 @@ class RNNLanguageModel(nn.Module):
         logits = self.head(outputs.reshape(-1, outputs.shape[-1]))  # (T*B, V)
         return logits, state
 
+    def step(self, idx: torch.Tensor, state):
+        """One token per row, for generation: ids (N,) -> logits (N, V), new state.
+
+        A cell may define ``step(x, state) -> (h, state)`` over one time step (x (N, E), h (N, H) the
+        top layer's output) to skip its sequence machinery; other cells run ``forward`` with T = 1."""
+        x = self.encode(idx.view(1, -1))  # (1, N, E)
+        cell_step = getattr(self.cell, "step", None)
+        if cell_step is not None:
+            h, state = cell_step(x[0], state)
+        else:
+            with onednn_off():
+                outputs, state = self.cell(x, state)
+            h = outputs[0]
+        return F.linear(h, self.head.weight, self.head.bias), state  # self.head without the module call
+
     @staticmethod
     def flat_targets(targets: torch.Tensor) -> torch.Tensor:
         """Targets (B, T) in the same time-major order as ``forward_flat``'s logits: (T*B,)."""
@@ -109,6 +125,19 @@ class RNNLanguageModel(nn.Module):
             loss = F.cross_entropy(logits, self.flat_targets(targets))
         T, B = idx.shape[1], idx.shape[0]
         return logits.view(T, B, -1).transpose(0, 1), loss, state  # logits (B, T, V)
+
+
+@contextmanager
+def onednn_off():
+    """oneDNN re-plans its RNN kernels on every call: a one-token nn.LSTM step is ~20x slower with it on.
+    The switch is process-wide, so hold it only around single calls (a concurrent training thread may
+    briefly run without oneDNN: slower, never wrong)."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
 
 
 def detach_state(state):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -11,6 +10,7 @@ import torch
 
 from .data import Vocab
 from .errors import RNNStudioError
+from .model import onednn_off
 
 
 @dataclass
@@ -66,19 +66,6 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-@contextmanager
-def _onednn_off():
-    """oneDNN re-plans its RNN kernels on every call: a one-token nn.LSTM step is ~20x slower with it on.
-    The switch is process-wide, so it is held only around each model call (a concurrent training thread
-    may briefly run without oneDNN: slower, never wrong)."""
-    was = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = was
-
-
 @torch.no_grad()
 def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_prefix: bool = False) -> Iterator[list[str]]:
     """Yield, for every step, the text of the next token of each of ``cfg.num_samples`` samples.
@@ -96,7 +83,7 @@ def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_pref
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
         x = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)  # (N, L)
         state = model.begin_state(n, device)
-        with _onednn_off():
+        with onednn_off():
             logits, state = model.forward_flat(x, state)  # warm-up over the whole prefix: (L*N, V)
         last = logits[-n:]  # time-major: the final step's N rows
         sep = vocab.separator
@@ -122,8 +109,7 @@ def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_pref
             yield out
             if all(done):
                 break
-            with _onednn_off():
-                logits, state = model.forward_flat(nxt.to(device).view(n, 1), state)
+            logits, state = model.step(nxt.to(device), state)  # one token per sample: (N, V)
             last = logits
     finally:
         model.train(was_training)
