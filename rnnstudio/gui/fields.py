@@ -28,6 +28,8 @@ def dspin(value: float, lo: float, hi: float, step: float, decimals: int = 2, ti
 def combo(items, current=None, tip: str = "") -> QComboBox:
     """``items``: values, or (label, value) pairs."""
     w = QComboBox()
+    w.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)  # long items must not widen the form
+    w.setMinimumContentsLength(8)
     for item in items:
         label, value = item if isinstance(item, tuple) else (str(item), item)
         w.addItem(label, value)

@@ -168,6 +168,15 @@ class GenerationPanel(QWidget):
             if not name:
                 raise RNNStudioError("there is no saved model to generate from; train one in the Training tab first",
                                      source="generation")
+            if name == self.training_model:
+                from ..checkpoint import model_path
+                from ..trainer import TrainConfig
+
+                if not model_path(name).is_dir():
+                    d = TrainConfig()
+                    raise RNNStudioError(f"{name} has no checkpoint yet; one is written every {d.checkpoint_every} "
+                                         f"steps or {d.checkpoint_minutes:g} minutes and when training stops",
+                                         source="generation")
             cfg = self.sampling_config()
         except RNNStudioError as exc:
             show_error(self, exc)

@@ -99,6 +99,8 @@ class ParamForm(QWidget):
             w.toggled.connect(self.changed)
         elif p.type == "choice":
             w = QComboBox()
+            w.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            w.setMinimumContentsLength(8)
             for c in p.choices:
                 w.addItem(str(c), c)
             w.currentIndexChanged.connect(self.changed)

@@ -85,7 +85,7 @@ class TrainingPanel(QWidget):
         }
 
         # -- corpus -------------------------------------------------------------------
-        self.corpus_combo = QComboBox()
+        self.corpus_combo = F.combo([])
         for name in host.names("corpus"):
             self.corpus_combo.addItem(name, name)
         self.corpus_description = QLabel(wordWrap=True, objectName="hint")
@@ -100,7 +100,7 @@ class TrainingPanel(QWidget):
             form.addRow(label, f[key])
 
         # -- model --------------------------------------------------------------------
-        self.cell_combo = QComboBox()
+        self.cell_combo = F.combo([])
         for name in host.names("cell"):
             self.cell_combo.addItem(name, name)
         self.cell_description = QLabel(wordWrap=True, objectName="hint")
@@ -143,7 +143,7 @@ class TrainingPanel(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(settings)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(430)
+        scroll.setMinimumWidth(settings.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
 
         # -- controls, progress and results ---------------------------------------------
         self.start_button = QPushButton("Start", objectName="primary")
@@ -213,8 +213,7 @@ class TrainingPanel(QWidget):
     def _device_combo(self) -> QComboBox:
         from ..devices import list_devices
 
-        box = QComboBox()
-        box.addItem("auto (best available)", "auto")
+        box = F.combo([("auto (best available)", "auto")], tip="where to train")
         for dev in list_devices():
             label = dev.label if dev.available else f"{dev.label}: unavailable ({dev.reason})"
             box.addItem(label, dev.spec)
@@ -291,7 +290,7 @@ class TrainingPanel(QWidget):
         self._options_by_component[self.cell_form.owner] = self.cell_form.raw_values()
         return {"corpus": self.corpus_combo.currentData(), "cell": self.cell_combo.currentData(),
                 "options": dict(self._options_by_component),
-                "fields": {k: F.get_value(w) for k, w in self.fields.items() if k != "resume"}}
+                "fields": {k: F.get_value(w) for k, w in self.fields.items() if k not in ("resume", "name")}}
 
     def restore_state(self, state: dict) -> None:
         if not isinstance(state, dict):
@@ -302,6 +301,9 @@ class TrainingPanel(QWidget):
         for key, value in (state.get("fields") or {}).items():
             if key in self.fields:
                 F.set_value(self.fields[key], value)
+        device = self.fields["device"]
+        if not device.model().item(device.currentIndex()).isEnabled():
+            device.setCurrentIndex(0)  # the saved device is not here today: back to auto
         self.set_cell(state.get("cell") or "")
         self.set_corpus(state.get("corpus") or "")
         self.cell_form.set_values(self._options_by_component.get(self.cell_form.owner, {}))
