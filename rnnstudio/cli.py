@@ -236,13 +236,13 @@ def _temperatures(values: list[str] | None) -> list[float]:
 def cmd_generate(args) -> int:
     from .checkpoint import load_model
     from .devices import resolve_device
-    from .sampling import SamplingConfig, stream
+    from .sampling import SamplingConfig, stream, unescape
 
     host = _host(args)
     loaded = load_model(args.model, host=host, device=resolve_device(args.device))
     prefix = args.prefix if args.prefix is not None else loaded.config.get("data", {}).get("sample_prefix", "The ")
     temps = [None] if args.greedy else _temperatures(args.temperature)
-    stop_at = args.stop_at.encode().decode("unicode_escape") if args.stop_at else None
+    stop_at = unescape(args.stop_at) if args.stop_at else None
     results = []
     for temp in temps:
         cfg = SamplingConfig(length=args.length, greedy=args.greedy, temperature=temp or 1.0, top_k=args.top_k,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -35,6 +36,14 @@ class SamplingConfig:
             raise RNNStudioError(f"top-p must be in (0, 1], got {self.top_p}")
         if self.num_samples < 1:
             raise RNNStudioError(f"samples must be >= 1, got {self.num_samples}")
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\r`` and ``\\\\`` as typed on a command line become the characters; the rest stays."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
 def prefix_to_ids(vocab: Vocab, prefix: str, *, strict: bool = False) -> list[int]:
