@@ -81,7 +81,11 @@ class DistributedTrainer(Trainer):
     def training_forward(self, model):
         device = next(model.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
-        self.ddp = nn.parallel.DistributedDataParallel(FlatForward(model), device_ids=ids)
+        try:  # its first collective: rank 0's weights are broadcast to every rank
+            self.ddp = nn.parallel.DistributedDataParallel(FlatForward(model), device_ids=ids)
+        except RuntimeError as exc:
+            raise RNNStudioError(f"could not start data parallelism: {str(exc).splitlines()[0]} (if another rank "
+                                 f"failed, its error says why)") from None
         return self.ddp
 
     def _device(self) -> torch.device:
@@ -190,6 +194,8 @@ def torchrun_env() -> tuple[int, int, int]:
 def rank_device(spec: str, local_rank: int) -> torch.device:
     """Each rank on its own device: ``cuda:LOCAL_RANK`` when CUDA is asked for (or auto), else the CPU."""
     spec = (spec or "auto").strip().lower()
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise RNNStudioError(f"--device {spec!r}: CUDA is not available on this machine; use --device cpu (or auto)")
     if spec in ("auto", "cuda") and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise RNNStudioError(f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
@@ -197,8 +203,8 @@ def rank_device(spec: str, local_rank: int) -> torch.device:
         return torch.device("cuda", local_rank)
     if spec in ("auto", "cpu"):
         return torch.device("cpu")
-    raise RNNStudioError(f"--device {spec!r} is not supported with --distributed; use auto, cuda or cpu "
-                         f"(each rank takes cuda:LOCAL_RANK)")
+    raise RNNStudioError(f"--device {spec!r} does not work with --distributed; use auto, cuda or cpu "
+                         f"(with cuda, each rank takes cuda:LOCAL_RANK)")
 
 
 def timeout_seconds() -> float:
@@ -241,9 +247,14 @@ def shutdown() -> None:
 
 
 def run_distributed(config: TrainConfig, host, args) -> int:
-    """``rnnstudio train --distributed`` on every rank; only rank 0 prints and writes the model."""
+    """``rnnstudio train --distributed`` on every rank; only rank 0 prints and writes the model.
+
+    It ends the process group only if it started it: a caller that set one up keeps it (joining a
+    fresh group in the same process can read the old group's stale addresses from torchrun's store).
+    """
     from .cli import _consume
 
+    owns_group = not dist.is_initialized()
     try:
         init_from_torchrun(config)
         trainer = DistributedTrainer(config, host=host)
@@ -254,5 +265,11 @@ def run_distributed(config: TrainConfig, host, args) -> int:
             if config.world_size > 1:
                 raise RNNStudioError(f"rank {config.rank} of {config.world_size}: {exc}") from None
             raise
+    except dist.DistError as exc:  # a peer failed, or did not answer within the timeout
+        raise RNNStudioError(
+            f"rank {os.environ.get('RANK', '?')}: lost touch with the other processes ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); one of them failed (see its error) or took longer "
+            f"than RNNSTUDIO_DIST_TIMEOUT={timeout_seconds():g} s") from None
     finally:
-        shutdown()
+        if owns_group:
+            shutdown()
