@@ -18,6 +18,7 @@ import shutil
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,26 +128,40 @@ class ModelWriter:
                 f"a model named {name!r} already exists at {path}; use --resume to continue it, "
                 f"or pick another --name"
             )
+        _remove_leftovers(path)
         return cls(name, path, config, vocab, created=exists)
 
     def save(self, model, optimizer, position: dict, hidden, summary: dict, *, best: bool = False) -> None:
         step = position["step"]
         self.config["summary"] = {**self.config.get("summary", {}), **summary, "updated": _now()}
-        if not self.created:
-            self._create_folder(model, optimizer, position, hidden, best)
-            return
-        save_train_state(self.path / STATE, model, optimizer, position, hidden)
-        save_weights(self.path / WEIGHTS, model, step)
-        if best:
-            save_weights(self.path / BEST, model, step)
-        atomic_write_json(self.path / CONFIG, self.config)
+        with self._disk_errors():
+            if not self.created:
+                self._create_folder(model, optimizer, position, hidden, best)
+                return
+            save_train_state(self.path / STATE, model, optimizer, position, hidden)
+            save_weights(self.path / WEIGHTS, model, step)
+            if best:
+                save_weights(self.path / BEST, model, step)
+            atomic_write_json(self.path / CONFIG, self.config)
 
     def save_best(self, model, step: int, summary: dict) -> None:
         if not self.created:
             return  # the first full save writes best.safetensors too
-        save_weights(self.path / BEST, model, step)
-        self.config["summary"] = {**self.config.get("summary", {}), **summary, "updated": _now()}
-        atomic_write_json(self.path / CONFIG, self.config)
+        with self._disk_errors():
+            save_weights(self.path / BEST, model, step)
+            self.config["summary"] = {**self.config.get("summary", {}), **summary, "updated": _now()}
+            atomic_write_json(self.path / CONFIG, self.config)
+
+    @contextmanager
+    def _disk_errors(self):
+        """A failed write (disk full, read-only folder) is a user error; every file it touched is intact."""
+        try:
+            yield
+        except OSError as exc:
+            raise RNNStudioError(
+                f"could not write the checkpoint to {self.path} ({exc.strerror or exc}); the previous "
+                f"checkpoint is intact. Free some disk space or check the folder's permissions",
+                source=f"model {self.name!r}") from None
 
     def _create_folder(self, model, optimizer, position, hidden, best) -> None:
         parent = self.path.parent
@@ -164,6 +179,22 @@ class ModelWriter:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.created = True
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temp files and staging folders that a killed writer left behind (the caller holds the model's lock)."""
+    prefix = f".{path.name}.new-"  # + mkdtemp's random suffix, which never has a dot
+    leftovers = [p for p in path.parent.glob(prefix + "*") if "." not in p.name[len(prefix):]]
+    if path.is_dir():
+        leftovers += list(path.glob(".*.tmp"))
+    for p in leftovers:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
 
 def _now() -> str:

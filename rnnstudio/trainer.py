@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -20,6 +21,9 @@ from .sampling import SamplingConfig, generate_text
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 1.0, "adam": 0.005}
+# Above ~709.8 nats a token the perplexity exp(loss) overflows to inf: only a diverged model gets there.
+# (With clipping, lr=1e6 keeps the gradients finite and the loss jumps to ~1e6 instead of NaN.)
+MAX_LOSS = math.log(sys.float_info.max)
 
 
 @dataclass
@@ -329,6 +333,8 @@ class Trainer:
             keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "device", "threads", "eval_every",
                                                   "sample_every", "checkpoint_every", "checkpoint_minutes",
                                                   "save", "rank", "world_size")}
+            if cfg.lr is not None:
+                keep["lr"] = cfg.lr  # a resume may lower the learning rate, e.g. after a divergence
             cfg = TrainConfig.from_json({**saved.get("train", {}), **keep, "name": cfg.name, "resume": True})
             self.config = cfg
         cfg.validate()
@@ -366,6 +372,8 @@ class Trainer:
             model = RNNLanguageModel(mcfg, cell_cls).to(device)
         except RNNStudioError:
             raise
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory(cfg, device) from None
         except Exception as exc:
             raise RNNStudioError(f"the cell plugin could not be built: {type(exc).__name__}: {exc}",
                                  source=f"cell {cfg.cell!r}") from None
@@ -380,9 +388,17 @@ class Trainer:
         best_val = math.inf
         if saved:
             meta, tensors = ckpt.load_train_state(ckpt.model_path(cfg.name))
-            hidden_list = ckpt.restore_train_state(meta, tensors, model, opt)
-            pos = meta["position"]
-            step, epoch, batch_start = pos["step"], pos["epoch"], pos["batch"]
+            try:
+                hidden_list = ckpt.restore_train_state(meta, tensors, model, opt)
+                pos = meta["position"]
+                step, epoch, batch_start = pos["step"], pos["epoch"], pos["batch"]
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+                raise RNNStudioError(
+                    f"{ckpt.STATE} is corrupt or does not match the model ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); restore it from a backup, or train a new "
+                    f"model (generate still works from weights.safetensors)", source=f"model {cfg.name!r}") from None
+            for group in opt.param_groups:
+                group["lr"] = cfg.learning_rate
             best_val = pos.get("best_val", math.inf)
             if hidden_list:
                 hidden_list = [h.to(device) for h in hidden_list]
@@ -461,21 +477,32 @@ class Trainer:
             last_ckpt_time = time.monotonic()
             h = state_tensors(state) if (state is not None and cfg.partition == "sequential") else None
             h = self.gather_state(h)  # under torchrun every rank takes part; only rank 0 writes
+            if not all(bool(torch.isfinite(p).all()) for p in params):  # never checkpoint broken weights
+                raise diverged(step, "the weights became NaN or inf")
             if writer is None:
                 return None
-            try:
-                writer.save(model, opt, position(), h, summary(), best=best)
-            except OSError as exc:
-                raise RNNStudioError(
-                    f"could not write the checkpoint to {writer.path} ({exc.strerror or exc}); the previous "
-                    f"checkpoint is intact. Free some disk space or check the folder's permissions",
-                    source=f"model {self.name!r}") from None
+            writer.save(model, opt, position(), h, summary(), best=best)  # disk errors: RNNStudioError
             return Checkpointed(step, str(writer.path))
+
+        def diverged(at_step, reason):
+            clip = f"--clip, now {cfg.clip:g}" if cfg.clip > 0 else "--clip 1"
+            return RNNStudioError(
+                f"training diverged at step {at_step}: {reason}. Lower the learning rate (--lr, now "
+                f"{cfg.learning_rate:g}) or clip gradients harder ({clip}); the last good checkpoint is untouched",
+                source=f"model {self.name!r}")
 
         def run_eval():
             nonlocal best_val, last_val
-            last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, val_metrics, device,
-                                rank=cfg.rank, world_size=cfg.world_size) if len(val_ids) > 1 else {}
+            try:
+                last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, val_metrics, device,
+                                    rank=cfg.rank, world_size=cfg.world_size) if len(val_ids) > 1 else {}
+            except RNNStudioError:
+                raise
+            except torch.cuda.OutOfMemoryError:
+                raise _out_of_memory(cfg, device) from None
+            except Exception as exc:  # metrics are guarded by MetricSet, so this is the cell
+                raise RNNStudioError(f"the cell plugin raised {type(exc).__name__} during validation: {exc}; "
+                                     f"training stopped, the last checkpoint is intact", source=cell_source) from None
             last_val = self.reduce_metrics(last_val, val_metrics)
             ppl = last_val.get("perplexity", math.inf)
             improved = ppl < best_val
@@ -508,8 +535,9 @@ class Trainer:
                     nll = F.cross_entropy(logits, y, reduction="none")
                     loss = nll.mean()
                     loss_value = self.reduce_loss(loss.detach())  # the global mean under data parallelism
-                    if not math.isfinite(loss_value):
-                        raise _Diverged(f"the loss became {loss_value}")
+                    if not math.isfinite(loss_value) or loss_value > MAX_LOSS:
+                        raise _Diverged(f"the loss became {loss_value:.4g}, so the perplexity is infinite"
+                                        if math.isfinite(loss_value) else f"the loss became {loss_value}")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     self.sync_gradients(model)
@@ -521,16 +549,11 @@ class Trainer:
                         raise _Diverged(f"the gradient norm became {float(norm)}")
                     opt.step()
                 except _Diverged as exc:
-                    raise RNNStudioError(
-                        f"training diverged at step {step + 1}: {exc}. Lower the learning rate (--lr, now "
-                        f"{cfg.learning_rate:g}) or clip gradients (--clip 1); the last good checkpoint is untouched",
-                        source=f"model {self.name!r}") from None
+                    raise diverged(step + 1, exc) from None
                 except RNNStudioError:
                     raise
                 except torch.cuda.OutOfMemoryError:
-                    raise RNNStudioError(
-                        f"out of GPU memory at batch size {cfg.batch_size}, hidden size {cfg.hidden_size}; "
-                        f"use a smaller --batch-size, --hidden-size or --seq-len", source=f"device {device}") from None
+                    raise _out_of_memory(cfg, device) from None
                 except Exception as exc:
                     raise RNNStudioError(f"the cell plugin raised {type(exc).__name__}: {exc}; training stopped, "
                                          f"the last checkpoint is intact", source=cell_source) from None
@@ -645,10 +668,19 @@ class Trainer:
             return generate_text(model, vocab, prefix, SamplingConfig(length=self.config.sample_length, greedy=True))[0]
         except RNNStudioError as exc:
             return f"(no sample: {exc})"
+        except Exception as exc:
+            raise RNNStudioError(f"the cell plugin raised {type(exc).__name__} while sampling: {exc}; training "
+                                 f"stopped, the last checkpoint is intact", source=f"cell {self.config.cell!r}") from None
 
 
 class _Diverged(Exception):
     pass
+
+
+def _out_of_memory(cfg: TrainConfig, device) -> RNNStudioError:
+    return RNNStudioError(
+        f"out of GPU memory at batch size {cfg.batch_size}, hidden size {cfg.hidden_size}; "
+        f"use a smaller --batch-size, --hidden-size or --seq-len", source=f"device {device}")
 
 
 def train(config: TrainConfig, **kw) -> Iterator[Event]:
