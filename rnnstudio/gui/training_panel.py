@@ -84,35 +84,13 @@ class TrainingPanel(QWidget):
             "threads": F.spin(d.threads, 0, 1024, "CPU threads for torch (0: torch's default)"),
         }
 
-        # -- corpus -------------------------------------------------------------------
-        self.corpus_combo = F.combo([])
-        for name in host.names("corpus"):
-            self.corpus_combo.addItem(name, name)
-        self.corpus_description = QLabel(wordWrap=True, objectName="hint")
-        self.corpus_form = ParamForm()
-        corpus_box = QGroupBox("Corpus")
-        form = QFormLayout(corpus_box)
-        form.addRow("corpus", self.corpus_combo)
-        form.addRow(self.corpus_description)
-        form.addRow(self.corpus_form)
-        for key, label in (("tokens", "tokens"), ("preprocess", "preprocess"), ("min_freq", "min frequency"),
-                           ("max_tokens", "max tokens")):
-            form.addRow(label, f[key])
-
-        # -- model --------------------------------------------------------------------
-        self.cell_combo = F.combo([])
-        for name in host.names("cell"):
-            self.cell_combo.addItem(name, name)
-        self.cell_description = QLabel(wordWrap=True, objectName="hint")
-        self.cell_form = ParamForm()
-        model_box = QGroupBox("Model")
-        form = QFormLayout(model_box)
-        form.addRow("cell", self.cell_combo)
-        form.addRow(self.cell_description)
-        form.addRow(self.cell_form)
-        for key, label in (("hidden_size", "hidden size"), ("num_layers", "layers"), ("dropout", "dropout"),
-                           ("encoding", "input encoding"), ("embed_size", "embedding size")):
-            form.addRow(label, f[key])
+        # -- corpus and model: a plugin picker, its generated form, then the core settings ------
+        corpus_box, self.corpus_combo, self.corpus_description, self.corpus_form = self._component_box(
+            "Corpus", "corpus", (("tokens", "tokens"), ("preprocess", "preprocess"), ("min_freq", "min frequency"),
+                                 ("max_tokens", "max tokens")))
+        model_box, self.cell_combo, self.cell_description, self.cell_form = self._component_box(
+            "Model", "cell", (("hidden_size", "hidden size"), ("num_layers", "layers"), ("dropout", "dropout"),
+                              ("encoding", "input encoding"), ("embed_size", "embedding size")))
 
         # -- training -----------------------------------------------------------------
         train_box = QGroupBox("Training")
@@ -210,6 +188,20 @@ class TrainingPanel(QWidget):
         self._corpus_changed()
 
     # -- pickers --------------------------------------------------------------------
+    def _component_box(self, title: str, kind: str, rows) -> tuple[QGroupBox, QComboBox, QLabel, ParamForm]:
+        """A group with a picker of the ``kind`` plugins, the chosen one's description and form, then ``rows``."""
+        picker = F.combo([(name, name) for name in self.host.names(kind)])
+        description = QLabel(wordWrap=True, objectName="hint")
+        form_widget = ParamForm()
+        box = QGroupBox(title)
+        form = QFormLayout(box)
+        form.addRow(kind, picker)
+        form.addRow(description)
+        form.addRow(form_widget)
+        for key, label in rows:
+            form.addRow(label, self.fields[key])
+        return box, picker, description, form_widget
+
     def _device_combo(self) -> QComboBox:
         from ..devices import list_devices
 
