@@ -18,7 +18,7 @@ DEFAULT_TIMEOUT_S = 600.0
 
 #: The built-in metrics, computed from the global sums (nll, tokens, correct) rather than averaged.
 _BUILTIN_FROM_SUMS = {
-    "perplexity": lambda nll, n, correct: math.exp(nll / n),
+    "perplexity": lambda nll, n, correct: math.exp(nll / n) if nll / n < 700 else math.inf,
     "cross-entropy": lambda nll, n, correct: nll / n,
     "bits-per-token": lambda nll, n, correct: nll / n / math.log(2),
     "accuracy": lambda nll, n, correct: correct / n,
@@ -45,6 +45,10 @@ class FlatForward(nn.Module):
 
 class ReducingMetricSet(MetricSet):
     """A validation MetricSet that also keeps the sums the built-in metrics are made of."""
+
+    def __init__(self, classes, warn):
+        super().__init__(classes, warn)
+        self.nll_sum, self.count, self.correct = 0.0, 0, 0
 
     def reset(self):
         super().reset()
@@ -87,9 +91,6 @@ class DistributedTrainer(Trainer):
             raise RNNStudioError(f"could not start data parallelism: {str(exc).splitlines()[0]} (if another rank "
                                  f"failed, its error says why)") from None
         return self.ddp
-
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     # One small all-reduce per step carries the loss and the stop flag, so every rank stops at the same step.
     def reduce_loss(self, loss: torch.Tensor) -> float:
