@@ -92,13 +92,18 @@ WORKER = textwrap.dedent('''
         host = load_plugins(no_plugins=True, extra=[("test", TestPlugin())])
         try:
             for i, fields in enumerate(configs):
+                stop_at = fields.pop("stop_rank1_at", None)  # as if Ctrl+C reached rank 1 alone
                 cfg = TrainConfig(**fields)
                 init_from_torchrun(cfg)
                 trainer = DistributedTrainer(cfg, host=host)
-                record = {"losses": [], "val": [], "warnings": []}
+                record = {"losses": [], "val": [], "warnings": [], "stopped": None}
                 for ev in trainer.run():
                     if ev.kind == "progress":
                         record["losses"].append(ev.loss)
+                        if cfg.rank == 1 and ev.step == stop_at:
+                            trainer.stop()
+                    elif ev.kind == "summary":
+                        record["stopped"] = ev.stopped
                     elif ev.kind == "evaluated":
                         record["val"].append(ev.val)
                     elif ev.kind == "warning":
@@ -170,6 +175,7 @@ def ddp(tmp_path_factory):
         _base(corpus, cell="lstm", partition="random", optimizer="sgd", lr=1.0),  # tuple state, random order
         _base(corpus, cell="gru", name="seq-gru", save=True, resume=True, max_steps=STEPS + 4),
         _base(corpus, cell="gru", max_steps=STEPS + 4),  # the same 12 steps without a break
+        _base(corpus, cell="gru", stop_rank1_at=3),
     ]
     cli_args = ["train", "--corpus", "text-file", "--corpus-opt", f"path={corpus}", "--cell", "gru",
                 "--hidden-size", "16", "--batch-size", "4", "--seq-len", "10", "--max-steps", "6",
@@ -235,6 +241,13 @@ def test_resume_under_torchrun_continues_every_rank_exactly(ddp, monkeypatch):
     meta, tensors = load_train_state(model_path("seq-gru"))
     assert meta["position"]["step"] == STEPS + 4
     assert tensors["hidden.0"].shape == (1, 2 * B, 16)  # both ranks' rows
+
+
+def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(ddp):
+    ranks = [json.loads((ddp.out / f"run4-rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["stopped"] is True and ranks[1]["stopped"] is True
+    # rank 1 stopped after step 3; the flag travels with step 4's loss, so both ranks end after step 4
+    assert len(ranks[0]["losses"]) == len(ranks[1]["losses"]) == 4
 
 
 def test_cli_under_torchrun_writes_a_model_generate_loads(ddp, monkeypatch, capsys):
