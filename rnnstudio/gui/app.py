@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from importlib import resources
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import QApplication
 
@@ -56,6 +57,12 @@ def main(no_plugins: bool = False) -> int:
     app.setAttribute(Qt.AA_DontShowIconsInMenus, False)
     window = create_window(no_plugins=no_plugins)
     window.show()
+    # Ctrl+C in the terminal closes the window the normal way (asking first while training);
+    # the idle timer gives Python a chance to run its signal handler inside Qt's event loop.
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    tick = QTimer(interval=250)
+    tick.timeout.connect(lambda: None)
+    tick.start()
     return app.exec()
 
 

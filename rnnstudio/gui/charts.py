@@ -54,6 +54,10 @@ class TrainingCharts(QWidget):
         self.metric_val_curve = self.metric_plot.plot([], [], pen=VAL_PEN, symbol="o", symbolSize=6,
                                                       symbolBrush="#e08a00", symbolPen="#e08a00", name="validation")
 
+        for plot in (self.ppl_plot, self.metric_plot):  # long runs: draw what is visible, downsampled
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setClipToView(True)
+
         self.log_scale = QCheckBox("log scale")
         self.log_scale.toggled.connect(lambda on: self.ppl_plot.setLogMode(y=on))
         self.metric_choice = QComboBox()

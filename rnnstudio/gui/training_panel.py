@@ -157,6 +157,7 @@ class TrainingPanel(QWidget):
         pcol.addWidget(self.preview_summary)
         pcol.addWidget(self.preview_text, 1)
         self.log = QPlainTextEdit(readOnly=True, objectName="output")
+        self.log.setMaximumBlockCount(10_000)
         self.results = QTabWidget()
         self.results.addTab(self.charts, "Charts")
         self.results.addTab(preview_page, "Corpus preview")
