@@ -193,11 +193,15 @@ def torchrun_env() -> tuple[int, int, int]:
 
 
 def rank_device(spec: str, local_rank: int) -> torch.device:
-    """Each rank on its own device: ``cuda:LOCAL_RANK`` when CUDA is asked for (or auto), else the CPU."""
+    """Each rank on its own device: ``cuda:LOCAL_RANK`` when CUDA is asked for (or auto), else the CPU.
+
+    ``cuda:N`` counts as ``cuda``: under torchrun the local rank, not N, picks the GPU.
+    """
     spec = (spec or "auto").strip().lower()
-    if spec.startswith("cuda") and not torch.cuda.is_available():
+    is_cuda = spec == "cuda" or spec.startswith("cuda:")
+    if is_cuda and not torch.cuda.is_available():
         raise RNNStudioError(f"--device {spec!r}: CUDA is not available on this machine; use --device cpu (or auto)")
-    if spec in ("auto", "cuda") and torch.cuda.is_available():
+    if (spec == "auto" or is_cuda) and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise RNNStudioError(f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
                                  f"start at most that many processes per node (--nproc_per_node)")
