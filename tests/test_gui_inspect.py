@@ -166,8 +166,9 @@ def test_runs_view_overlays_ticked_runs_and_exports_csv(qtbot, trained, tiny_cor
         rows = list(csv.DictReader(fh))
     assert [r["model"] for r in rows] == ["rnn-b", "lstm-x"] and rows[0]["cell"] == "rnn-scratch"
     train(tiny_corpus, "run-late", "gru", steps=2)
-    view.refresh()  # keeps the ticks; the new run appears unticked
-    assert view.table.rowCount() == 4 and view.selected_ids() == ids[1:]
+    view.refresh()  # keeps the ticks, and ticks the new run
+    new = runs.list_runs()[-1]["id"]
+    assert view.table.rowCount() == 4 and view.selected_ids() == ids[1:] + [new] and view.point_count(new) == 2
     assert not errors
 
 

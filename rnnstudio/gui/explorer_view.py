@@ -304,3 +304,26 @@ def page(window):
     window.models_changed.connect(view.refresh_models)
     view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
     return view
+
+
+def screenshot(window) -> None:
+    """For ``screenshots.py``: the demo model's units over a docs-like text, opened on the best-ranked unit."""
+    from .inspector_view import SCREENSHOT_TEXT, page_of
+    from .screenshots import DEMO_MODEL, settle, wait_until
+
+    view = page_of(window, ExplorerView)
+    window.show_page(view)
+    view.refresh_models()
+    try:  # a real page of the demo corpus: quotes, brackets and code
+        from pydoc_data.topics import topics
+
+        view.set_text(topics["for"][:1400])
+    except (ImportError, KeyError):
+        view.set_text(SCREENSHOT_TEXT * 4)
+    view.select_model(DEMO_MODEL)
+    if not view.run():
+        raise RuntimeError("the explorer did not start")
+    wait_until(lambda: not view.is_busy(), 180, "the explorer")
+    if view.acts is None or not view.text_view.starts:
+        raise RuntimeError("the explorer shows no activations")
+    settle()

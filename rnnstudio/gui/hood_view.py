@@ -141,3 +141,19 @@ def page(window):
     window.models_changed.connect(view.refresh_models)
     view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
     return view
+
+
+def screenshot(window) -> None:
+    """For ``screenshots.py`` (after the runs shot trained an ``rnn`` model): one real step both ways."""
+    from .inspector_view import page_of
+    from .screenshots import DEMO_MODEL, settle
+
+    view = page_of(window, HoodView)
+    window.show_page(view)
+    view.refresh_models()
+    view.select_model(f"{DEMO_MODEL}-rnn")
+    view.text.setText("The Time Traveller")
+    view.step.setValue(9)
+    if view.compute() is None:
+        raise RuntimeError("under the hood: the step could not be computed")
+    settle()

@@ -346,3 +346,32 @@ def page(window):
     window.models_changed.connect(view.refresh_models)
     view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
     return view
+
+
+def page_of(window, cls):
+    """The main window's tab that is a ``cls`` view."""
+    for i in range(window.tabs.count()):
+        if isinstance(window.tabs.widget(i), cls):
+            return window.tabs.widget(i)
+    raise RuntimeError(f"the window has no {cls.__name__} tab")
+
+
+SCREENSHOT_TEXT = ('Return the number of items in a container. "len(s)" counts the characters of a string;\n'
+                   'for example, len("spam") == 4 and the list [1, 2, 3] has three items.\n')
+
+
+def screenshot(window) -> None:
+    """For ``screenshots.py``: the demo model's per-token view of a docs-like sentence."""
+    from .screenshots import DEMO_MODEL, settle, wait_until
+
+    view = page_of(window, InspectorView)
+    window.show_page(view)
+    view.refresh_models()
+    view.set_text(SCREENSHOT_TEXT)
+    view.select_models(DEMO_MODEL)
+    if not view.inspect():
+        raise RuntimeError("the inspector did not start")
+    wait_until(lambda: not view.is_busy(), 120, "the inspector")
+    if view.result is None or not view.view_a.starts:
+        raise RuntimeError("the inspector shows no tokens")
+    settle()

@@ -75,9 +75,9 @@ class RunsView(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Read the runs folder again, keeping the ticks of runs still there."""
+        """Read the runs folder again: ticks are kept, and runs that are new since the last look are ticked."""
         ticked = set(self.selected_ids())
-        first = not self.records and not ticked
+        known = {r["id"] for r in self.records}
         self.records = runs.list_runs()
         self.folder_label.setText(f"{len(self.records)} runs in {runs.paths.runs_dir()}")
         self.table.blockSignals(True)
@@ -100,7 +100,7 @@ class RunsView(QWidget):
                     item.setToolTip(f"{rec['id']}\nstarted {rec.get('started')}")
                     if rec.get("status") != "broken":
                         item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                        on = rec["id"] in (latest if first else ticked)
+                        on = rec["id"] in latest if not known else (rec["id"] in ticked or rec["id"] not in known)
                         item.setCheckState(Qt.Checked if on else Qt.Unchecked)
                 self.table.setItem(i, j, item)
         self.table.blockSignals(False)
@@ -193,3 +193,28 @@ def page(window):
     window.models_changed.connect(view.refresh)
     view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
     return view
+
+
+def screenshot(window) -> None:
+    """For ``screenshots.py``: train the demo's settings with the rnn and lstm cells too, then overlay all three."""
+    from ..trainer import TrainConfig, Trainer
+    from .inspector_view import page_of
+    from .screenshots import DEMO_MODEL, settle
+
+    from ..checkpoint import model_path
+
+    for cell in ("rnn", "lstm"):
+        name = f"{DEMO_MODEL}-{cell}"
+        if model_path(name).exists():
+            continue  # a rerun over the same folder
+        config = TrainConfig(corpus="python-docs", cell=cell, hidden_size=64, max_steps=100, eval_every=10,
+                             batch_size=32, seq_len=35, device="cpu", name=name)
+        for _ in Trainer(config, host=window.host).run():
+            pass
+    window.models_changed.emit()
+    view = page_of(window, RunsView)
+    window.show_page(view)
+    view.set_metric("val perplexity")
+    if len(view.selected_ids()) < 3 or not all(view.point_count(i) >= 2 for i in view.selected_ids()):
+        raise RuntimeError("the runs view does not show three runs with curves")
+    settle()

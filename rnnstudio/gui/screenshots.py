@@ -53,7 +53,7 @@ def shot_training(window) -> None:
     if not t.start():
         raise RuntimeError("training did not start; see the error dialog text above")
     wait_until(lambda: not t.is_training(), 600, "training to finish")
-    t.results.setCurrentWidget(t.charts)
+    t.results.setCurrentWidget(t.charts_page)
     if t.charts.point_count("val") < 2:
         raise RuntimeError("the perplexity chart has fewer than two validation points")
     settle()
@@ -101,6 +101,16 @@ SHOTS = [
     ("generation.png", shot_generation),
     ("models.png", shot_models),
 ]
+
+
+def _shot(module: str):
+    """``rnnstudio.gui.<module>.screenshot``, imported when the shot is taken."""
+    return lambda window: __import__(f"{__package__}.{module}", fromlist=["screenshot"]).screenshot(window)
+
+
+# issue 8: the runs shot trains rnn and lstm runs beside the demo GRU; the hood shot uses the rnn one
+SHOTS += [("runs.png", _shot("runs_view")), ("inspector.png", _shot("inspector_view")),
+          ("explorer.png", _shot("explorer_view")), ("hood.png", _shot("hood_view"))]
 
 
 def main(argv: list[str] | None = None) -> int:
