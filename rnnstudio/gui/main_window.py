@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, Signal
+from PySide6.QtCore import QByteArray, QTimer, Signal
 from PySide6.QtWidgets import QMainWindow, QTabWidget, QWidget
 
 from . import pages
@@ -55,6 +55,7 @@ class MainWindow(QMainWindow):
         if restore:
             self.restore_settings()
         self.statusBar().showMessage(self.settings_warning or "Ready: press Start to train on the default corpus.")
+        QTimer.singleShot(0, self, lambda: self.training.charts)  # after the first paint: a faster start
 
     def add_page(self, title: str, widget: QWidget) -> int:
         """Add a tab; returns its index. Other views plug in here (see ``pages.py``)."""

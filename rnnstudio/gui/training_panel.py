@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHB
 from ..errors import RNNStudioError
 from ..trainer import OPTIMIZERS, TrainConfig
 from . import fields as F
-from .charts import TrainingCharts
 from .dialogs import show_error
 from .param_form import ParamForm
 from .workers import Background, Job, TrainingWorker
@@ -149,7 +148,9 @@ class TrainingPanel(QWidget):
         self.sample_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.sample_label.hide()
 
-        self.charts = TrainingCharts([n for n in host.names("metric") if n != TrainingCharts.MAIN])
+        self._charts = None  # built on first use: pyqtgraph's import is left out of start-up
+        self.charts_page = QWidget()
+        QVBoxLayout(self.charts_page).setContentsMargins(0, 0, 0, 0)
         self.preview_summary = QLabel("", wordWrap=True)
         self.preview_text = QPlainTextEdit(readOnly=True, objectName="preview")
         preview_page = QWidget()
@@ -159,7 +160,7 @@ class TrainingPanel(QWidget):
         self.log = QPlainTextEdit(readOnly=True, objectName="output")
         self.log.setMaximumBlockCount(10_000)
         self.results = QTabWidget()
-        self.results.addTab(self.charts, "Charts")
+        self.results.addTab(self.charts_page, "Charts")
         self.results.addTab(preview_page, "Corpus preview")
         self.results.addTab(self.log, "Log")
 
@@ -187,6 +188,16 @@ class TrainingPanel(QWidget):
         self.set_cell(TrainConfig.cell)
         self._cell_changed()
         self._corpus_changed()
+
+    @property
+    def charts(self):
+        """The live charts (pyqtgraph), created on first use; the window builds them just after it shows."""
+        if self._charts is None:
+            from .charts import TrainingCharts
+
+            self._charts = TrainingCharts([n for n in self.host.names("metric") if n != TrainingCharts.MAIN])
+            self.charts_page.layout().addWidget(self._charts)
+        return self._charts
 
     # -- pickers --------------------------------------------------------------------
     def _component_box(self, title: str, kind: str, rows) -> tuple[QGroupBox, QComboBox, QLabel, ParamForm]:
