@@ -189,6 +189,22 @@ def test_generate_streams_text(qtbot, window, tiny_corpus, errors, monkeypatch):
     assert out.read_text(encoding="utf-8") == text + "\n"
 
 
+def test_generate_several_samples(qtbot, window, tiny_corpus, errors):
+    train_directly(tiny_corpus, "multi-gen")
+    gen = window.generation
+    gen.refresh_models()
+    gen.select_model("multi-gen")
+    for key, value in {"prefix": "the ", "length": 30, "samples": 3, "use_seed": True, "seed": 5}.items():
+        F.set_value(gen.fields[key], value)
+    assert gen.generate()
+    qtbot.waitUntil(lambda: not gen.is_generating(), timeout=WAIT_MS)
+    assert errors == []
+    text = gen.output.toPlainText()
+    assert [line for line in text.splitlines() if line.startswith("--- sample")] == [
+        "--- sample 1 ---", "--- sample 2 ---", "--- sample 3 ---"]
+    assert len(gen.texts) == 3 and all(t.startswith("the ") for t in gen.texts)
+
+
 def test_generate_stop_interrupts(qtbot, window, tiny_corpus, errors):
     train_directly(tiny_corpus, "long-gen")
     gen = window.generation
