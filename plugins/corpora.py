@@ -35,6 +35,8 @@ def _decode_file(path: Path, encoding: str, errors: str):
         decoder = codecs.getincrementaldecoder(encoding)(errors)
     except LookupError:
         raise RNNStudioError(f"unknown encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
+    # In ASCII-compatible encodings a NUL byte means binary data; UTF-16/32 text is full of them.
+    nul_is_binary = not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     fed = 0
     try:
         fh = open(path, "rb")
@@ -51,13 +53,20 @@ def _decode_file(path: Path, encoding: str, errors: str):
             except OSError as exc:
                 raise RNNStudioError(f"{path}: cannot read it ({exc.strerror or exc})") from None
             pending = len(decoder.getstate()[0])
+            nul = data.find(b"\x00") if nul_is_binary else -1
+            if nul != -1:  # checked before decoding: a binary file is rarely valid text up to its first NUL
+                raise RNNStudioError(
+                    f"{path}: looks like a binary file (NUL byte at byte offset {fed + nul}); "
+                    f"pick a plain text file, or set encoding=utf-16 if it is UTF-16 text"
+                )
             try:
                 text = decoder.decode(data, final=not data)
             except UnicodeDecodeError as exc:
                 offset = fed - pending + exc.start
                 raise RNNStudioError(
                     f"{path}: invalid {encoding} at byte offset {offset}; "
-                    f"set the encoding option (for example encoding=latin-1) or errors=replace"
+                    f"set the encoding option (e.g. --corpus-opt encoding=latin-1), or errors=replace "
+                    f"(--corpus-opt errors=replace) to substitute U+FFFD for bad bytes"
                 ) from None
             if "\x00" in text:
                 offset = fed - pending + len(text[: text.index("\x00")].encode(encoding, "replace"))
