@@ -37,7 +37,7 @@ class _RNNLayer(torch.autograd.Function):
         dh = torch.zeros_like(h0)
         for t in reversed(range(Y.shape[0])):
             dh = dh + dY[t]
-            torch.mul(dh, 1 - Y[t] * Y[t], out=dpre[t])  # tanh' = 1 - H_t^2
+            torch.addcmul(dh, dh, Y[t] * Y[t], value=-1, out=dpre[t])  # dh (1 - H_t^2): tanh' = 1 - tanh^2
             dh = dpre[t] @ W_hh.T
         H_prev = torch.cat([h0[None], Y[:-1]])  # (T, B, H)
         dW_hh = H_prev.flatten(0, 1).T @ dpre.flatten(0, 1)
@@ -53,18 +53,6 @@ def rnn_layer(xw, h0, W_hh):
 
 # -- GRU (d2l 9.1, torch's placement of b_hn) --------------------------------------------
 
-def _gru_step(xg_t, h, W_h, b_hn):
-    """One step. xg_t (B, 3H) holds X W_x + b for r, z, candidate; returns H' and what backward needs."""
-    H = h.shape[1]
-    hg = h @ W_h  # (B, 3H): all gates' hidden projections in one GEMM
-    rz = torch.sigmoid(xg_t[:, :2 * H] + hg[:, :2 * H])
-    r, z = rz[:, :H], rz[:, H:]
-    hn = hg[:, 2 * H:] + b_hn  # H W_hh + b_hn
-    n = torch.tanh(torch.addcmul(xg_t[:, 2 * H:], r, hn))  # candidate H~
-    h_new = torch.addcmul(n, z, h - n)  # Z H + (1 - Z) H~
-    return h_new, rz, n, hn
-
-
 class _GRULayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xg, h0, W_h, b_hn):  # (T, B, 3H), (B, H), (H, 3H), (H,) -> Y (T, B, H)
@@ -72,9 +60,13 @@ class _GRULayer(torch.autograd.Function):
         Y = xg.new_empty(T, B, H)
         RZ, N, HN = xg.new_empty(T, B, 2 * H), xg.new_empty(T, B, H), xg.new_empty(T, B, H)
         h = h0
-        for t in range(T):
-            h, RZ[t], N[t], HN[t] = _gru_step(xg[t], h, W_h, b_hn)
-            Y[t] = h
+        for t in range(T):  # results go straight into the buffers that backward reads
+            hg = h @ W_h  # (B, 3H): all gates' hidden projections in one GEMM
+            rz = torch.add(xg[t, :, :2 * H], hg[:, :2 * H], out=RZ[t]).sigmoid_()  # R and Z
+            r, z = rz[:, :H], rz[:, H:]
+            hn = torch.add(hg[:, 2 * H:], b_hn, out=HN[t])  # H W_hh + b_hn
+            n = torch.addcmul(xg[t, :, 2 * H:], r, hn, out=N[t]).tanh_()  # candidate H~
+            h = torch.addcmul(n, z, h - n, out=Y[t])  # Z H + (1 - Z) H~
         ctx.save_for_backward(h0, W_h, Y, RZ, N, HN)
         return Y
 
