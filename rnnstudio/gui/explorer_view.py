@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 
 from ..errors import RNNStudioError
 from .dialogs import show_error
-from .inspector_view import SAMPLE_TEXT, ModelCache, TokenView, model_names, read_text_file
+from .inspector_view import SAMPLE_TEXT, ModelCache, TokenView, fill_combo, model_names, open_text
 from .workers import Background
 
 BEST = "(each unit's best feature)"
@@ -103,12 +103,8 @@ class ExplorerView(QWidget):
 
     def refresh_models(self) -> None:
         self.models.clear()
-        current = self.model.currentText()
         names = model_names()
-        self.model.clear()
-        self.model.addItems(names)
-        if current in names:
-            self.model.setCurrentText(current)
+        fill_combo(self.model, names)
         self.run_button.setEnabled(bool(names))
 
     def select_model(self, name: str) -> None:
@@ -118,14 +114,9 @@ class ExplorerView(QWidget):
         self.input.setPlainText(text)
 
     def open_file(self, path: str | None = None) -> None:
-        if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Open a text file", "", "Text files (*.txt);;All files (*)")
-            if not path:
-                return
-        try:
-            self.set_text(read_text_file(path))
-        except RNNStudioError as exc:
-            show_error(self, exc)
+        text = open_text(self, path)
+        if text is not None:
+            self.set_text(text)
 
     # -- work -----------------------------------------------------------------------
     def run(self) -> bool:

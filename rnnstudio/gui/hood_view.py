@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 from .. import checkpoint
 from ..errors import RNNStudioError
 from .dialogs import show_error
-from .inspector_view import ModelCache
+from .inspector_view import ModelCache, fill_combo
 
 RNN_CELLS = ("rnn-scratch", "rnn")
 COLUMNS = ("unit", "H(t-1)", "separate matmuls", "one concatenated matmul", "the cell's own output",
@@ -80,12 +80,8 @@ class HoodView(QWidget):
 
     def refresh_models(self) -> None:
         self.models.clear()
-        current = self.model.currentText()
         names = rnn_model_names()
-        self.model.clear()
-        self.model.addItems(names)
-        if current in names:
-            self.model.setCurrentText(current)
+        fill_combo(self.model, names)
         self.compute_button.setEnabled(bool(names))
         if not names:
             self.shapes.setText("No saved RNN model yet: train one with the cell rnn-scratch or rnn.")

@@ -4,7 +4,6 @@ and two models side by side."""
 from __future__ import annotations
 
 import html
-import math
 from bisect import bisect_right
 from pathlib import Path
 
@@ -34,6 +33,30 @@ def read_text_file(path: str) -> str:
         return Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise RNNStudioError(f"{path}: cannot read it ({exc.strerror or exc}); pick another file") from None
+
+
+def open_text(parent, path: str | None = None) -> str | None:
+    """Ask for a text file (unless ``path`` is given) and read it; errors go to a dialog. None: nothing read."""
+    if not path:
+        path, _ = QFileDialog.getOpenFileName(parent, "Open a text file", "", "Text files (*.txt);;All files (*)")
+        if not path:
+            return None
+    try:
+        return read_text_file(path)
+    except RNNStudioError as exc:
+        show_error(parent, exc)
+        return None
+
+
+def fill_combo(combo: QComboBox, names: list[str]) -> None:
+    """Replace a combo's items, keeping the current choice when it is still there."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
 
 
 class ModelCache:
@@ -235,14 +258,8 @@ class InspectorView(QWidget):
     def refresh_models(self) -> None:
         self.models.clear()
         names = model_names()
-        for combo, extra in ((self.model_a, []), (self.model_b, [NONE])):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(extra + names)
-            if current in extra + names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        fill_combo(self.model_a, names)
+        fill_combo(self.model_b, [NONE, *names])
         self.inspect_button.setEnabled(bool(names))
 
     def select_models(self, a: str, b: str | None = None) -> None:
@@ -253,14 +270,9 @@ class InspectorView(QWidget):
         self.input.setPlainText(text)
 
     def open_file(self, path: str | None = None) -> None:
-        if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Open a text file", "", "Text files (*.txt);;All files (*)")
-            if not path:
-                return
-        try:
-            self.set_text(read_text_file(path))
-        except RNNStudioError as exc:
-            show_error(self, exc)
+        text = open_text(self, path)
+        if text is not None:
+            self.set_text(text)
 
     # -- work -----------------------------------------------------------------------
     def inspect(self) -> bool:
