@@ -102,7 +102,7 @@ def test_cli_resume_continues_counters(tiny_corpus, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_sigkill_mid_training_loses_only_steps_since_last_checkpoint(tiny_corpus, rnnstudio_home):
+def test_sigkill_mid_training_loses_only_steps_since_last_checkpoint(tiny_corpus, rnnstudio_home, capsys):
     every = 25
     cmd = [sys.executable, "-m", "rnnstudio", "train", "--corpus", "text-file", "--corpus-opt",
            f"path={tiny_corpus}", "--cell", "gru", "--hidden-size", "16", "--num-layers", "2", "--dropout", "0.3",
@@ -121,6 +121,11 @@ def test_sigkill_mid_training_loses_only_steps_since_last_checkpoint(tiny_corpus
             if last_checkpoint >= 2 * every:
                 break
             assert time.monotonic() < deadline, "training never reached its second checkpoint"
+        # A second process for the same model is refused while the first one trains.
+        assert cli_main(["train", "--name", "killed", "--resume", "--max-steps", "500", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"rnnstudio: error: model 'killed' is already being trained by process {proc.pid}; "
+                       f"wait for it to finish, stop it, or pick another --name")
         time.sleep(0.3)  # let it get some way past the checkpoint, possibly into the next write
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
