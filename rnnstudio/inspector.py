@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -44,38 +45,25 @@ def tokenize_for_model(loaded, text: str) -> TokenizedText:
 
 
 @torch.no_grad()
-def token_log_probs(model, ids: torch.Tensor, *, device=None) -> torch.Tensor:
-    """Log-probabilities of every next token, one left-to-right pass with the state carried (B=1).
+def token_log_probs(model, ids: torch.Tensor, *, device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One left-to-right pass with the state carried (B=1), a chunk at a time.
 
-    ``ids`` (N,) -> (N-1, V) float64: row t is the distribution over token t+1 given tokens 0..t.
+    Yields ``(log_probs, targets)``: (T, V) float64 on the CPU, row t the distribution over the token
+    that follows, and the (T,) ids that did follow. Only one chunk's matrix is in memory at once.
     """
     device = device or next(model.parameters()).device
     was = model.training
     model.eval()
-    out = []
     try:
         state = model.begin_state(1, device)
-        x_all = ids[:-1]
-        for start in range(0, len(x_all), CHUNK):
-            x = x_all[start: start + CHUNK].to(device)[None, :]  # (1, T)
+        n = len(ids) - 1  # tokens that have a successor
+        for start in range(0, n, CHUNK):
+            end = min(start + CHUNK, n)
+            x = ids[start:end].to(device)[None, :]  # (1, T)
             logits, state = model.forward_flat(x, state)  # (T, V) since B=1
-            out.append(torch.log_softmax(logits.double(), dim=-1).cpu())
+            yield torch.log_softmax(logits.double(), dim=-1).cpu(), ids[start + 1: end + 1]
     finally:
         model.train(was)
-    return torch.cat(out) if out else torch.empty(0, 0, dtype=torch.float64)
-
-
-def _metric_values(host, log_probs: torch.Tensor, targets: torch.Tensor, nll: torch.Tensor) -> tuple[dict, list]:
-    """The metric plugins (accuracy and any third-party ones) over the same predictions."""
-    from .plugins import default_host
-    from .trainer import MetricSet
-
-    host = host or default_host()
-    warns: list[str] = []
-    metrics = MetricSet({n: host.metric(n) for n in host.names("metric")}, warns.append)
-    metrics.reset()
-    metrics.update(log_probs.float(), targets, nll.float())
-    return metrics.values(), warns
 
 
 def explain(loaded, text: str, *, host=None, top_k: int = TOP_K, device=None) -> dict:
@@ -84,36 +72,46 @@ def explain(loaded, text: str, *, host=None, top_k: int = TOP_K, device=None) ->
     ``rows[i]`` is the prediction of token ``position`` (>= 1) from the tokens before it: its
     ``probability``, ``nll`` = -ln p (nats), ``bits`` = -log2 p, ``rank`` (1 = the model's top pick) and
     the ``top`` k predictions. Token 0 has no prediction; it only starts the state. All sums are
-    float64, so ``exp(mean(row nll))`` reproduces ``perplexity``.
+    float64, so ``exp(mean(row nll))`` reproduces ``perplexity``. The metric plugins (accuracy and any
+    third-party ones) see the same predictions.
     """
+    from .plugins import default_host
+    from .trainer import MetricSet
+
     tok = tokenize_for_model(loaded, text)
     if len(tok.ids) < 2:
         raise RNNStudioError("the text has fewer than 2 tokens; there is nothing to score")
     vocab = loaded.vocab
-    log_probs = token_log_probs(loaded.model, tok.ids, device=device)  # (N-1, V)
-    targets = tok.ids[1:]
-    nll = -log_probs.gather(1, targets[:, None])[:, 0]  # (N-1,) float64
-    k = max(1, min(top_k, log_probs.shape[1]))
-    top_lp, top_ids = log_probs.topk(k, dim=-1)
-    ranks = (log_probs > (-nll)[:, None]).sum(dim=1) + 1
-    nll_list = nll.tolist()
-    rows = []
-    for i, (t_id, value) in enumerate(zip(targets.tolist(), nll_list)):
-        rows.append({
-            "position": i + 1,
-            "token": tok.tokens[i + 1],
-            "id": t_id,
-            "unknown": t_id == vocab.unk,
-            "probability": math.exp(-value),
-            "nll": value,
-            "bits": value / math.log(2),
-            "rank": int(ranks[i]),
-            "top": [{"token": vocab.idx_to_token[j], "probability": math.exp(lp)}
-                    for j, lp in zip(top_ids[i].tolist(), top_lp[i].tolist())],
-        })
+    host = host or default_host()
+    warns: list[str] = []
+    metrics = MetricSet({n: host.metric(n) for n in host.names("metric")}, warns.append)
+    metrics.reset()
+    rows: list[dict] = []
+    nll_list: list[float] = []
+    for log_probs, targets in token_log_probs(loaded.model, tok.ids, device=device):
+        nll = -log_probs.gather(1, targets[:, None])[:, 0]  # (T,) float64
+        metrics.update(log_probs.float(), targets, nll.float())
+        k = max(1, min(top_k, log_probs.shape[1]))
+        top_lp, top_ids = log_probs.topk(k, dim=-1)  # (T, k)
+        ranks = ((log_probs > (-nll)[:, None]).sum(dim=1) + 1).tolist()
+        for i, (t_id, value) in enumerate(zip(targets.tolist(), nll.tolist())):
+            position = len(rows) + 1
+            rows.append({
+                "position": position,
+                "token": tok.tokens[position],
+                "id": t_id,
+                "unknown": t_id == vocab.unk,
+                "probability": math.exp(-value),
+                "nll": value,
+                "bits": value / math.log(2),
+                "rank": ranks[i],
+                "top": [{"token": vocab.idx_to_token[j], "probability": math.exp(lp)}
+                        for j, lp in zip(top_ids[i].tolist(), top_lp[i].tolist())],
+            })
+            nll_list.append(value)
+    values = metrics.values()
     nll_np = np.asarray(nll_list, dtype=np.float64)
     mean_nll = float(nll_np.mean())
-    values, warns = _metric_values(host, log_probs, targets, nll)
     unit = "words" if tok.tokenizer == "word" else "characters"
     return {
         **values,
