@@ -120,7 +120,7 @@ class TrainerContender:
         self.events.close()
 
 
-def run_rounds(contenders, budget: float, steps: int, min_rounds: int = 2, warmup: int = 3) -> dict[str, list[float]]:
+def run_rounds(contenders, budget: float, steps: int, min_rounds: int = 1, warmup: int = 1) -> dict[str, list[float]]:
     """Interleave the contenders in short rounds of ``steps`` steps each (order alternating) until ``budget``
     seconds have passed. Returns every contender's tokens/s of each step; steps that also evaluated are left out.
 
@@ -236,7 +236,7 @@ def bench_generation(settings, cells, hidden, length, budget) -> dict:
         for c in contenders:
             c.run(prefix, 20, greedy)  # warm-up
         t_end, r = time.perf_counter() + budget / 2, 0
-        while r < 3 or time.perf_counter() < t_end:  # interleaved rounds, order alternating
+        while r < 1 or time.perf_counter() < t_end:  # interleaved rounds, order alternating
             for c in (contenders if r % 2 == 0 else contenders[::-1]):
                 n, secs, first = c.run(prefix, length, greedy)
                 rates[c.name].append(n / secs)
@@ -466,6 +466,44 @@ def print_table(res: dict) -> None:
         print(f"   default recipe better: {'yes' if q['default_better'] else 'NO'}")
 
 
+def _finite(obj):
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def summary(res: dict) -> dict:
+    """The headline ratios of items 1-5 and whether each target was met."""
+    out = {}
+    if "train" in res:
+        out["train"] = {r["name"]: {"ratio": round(r["ratio"], 3), "vs": r["vs"], "target": r["target"], "met": r["met"],
+                                    "fraction_of_matmul_bound": round(r["fraction_of_matmul_bound"], 4)}
+                        for r in res["train"]["rows"] if "ratio" in r}
+    if "generate" in res:
+        out["generate"] = {f"{r['name']} {r['mode']}": {"ratio": round(r["ratio"], 3), "vs": r["vs"], "target": 0.9,
+                                                       "met": r["met"], "first_char_ms": round(r["first_char_ms"], 2)}
+                           for r in res["generate"]["rows"] if "ratio" in r}
+    g = res.get("gui", {})
+    if g and "skipped" not in g:
+        out["gui"] = {k: g[k] for k in ("lateness_p99_ms", "lateness_met", "gui_vs_cli", "gui_vs_cli_met",
+                                        "launch_to_shown_s")}
+    elif g:
+        out["gui"] = {"skipped": g["skipped"]}
+    if "data" in res:
+        d = res["data"]
+        out["data"] = {k: d[k] for k in ("encode_mb_per_s", "rss_ratio", "rss_met", "first_step_seconds")}
+    if "quality" in res:
+        q = res["quality"]
+        out["quality"] = {"default_better": q["default_better"],
+                          **{r["recipe"]: r["val_perplexity"] for r in q["rows"]}}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short settings for development")
@@ -487,11 +525,11 @@ def main(argv=None) -> int:
     res = {"machine": machine(), "corpus": settings["label"], "quick": args.quick, "command": " ".join(sys.argv)}
     res["machine"]["gemm_gflops"] = baselines.gemm_flops() / 1e9
     if "train" in only:
-        res["train"] = bench_training(settings, cells, args.hidden, budget=20.0 if args.quick else 150.0,
+        res["train"] = bench_training(settings, cells, args.hidden, budget=20.0 if args.quick else 100.0,
                                       steps=2, gemm=res["machine"]["gemm_gflops"] * 1e9)
     if "generate" in only:
         res["generate"] = bench_generation(settings, cells, args.hidden, length=200,
-                                           budget=15.0 if args.quick else 60.0)
+                                           budget=15.0 if args.quick else 40.0)
     if "gui" in only:
         res["gui"] = bench_gui(settings, args.quick)
     if "data" in only:
@@ -499,10 +537,11 @@ def main(argv=None) -> int:
     if "quality" in only:
         res["quality"] = bench_quality(settings, 10.0 if args.quick else 60.0)
     res["seconds"] = time.perf_counter() - t_start
+    res["summary"] = summary(res)
     print_table(res)
     print(f"\ntotal {res['seconds']:.0f} s")
     if args.json:
-        print(json.dumps(res))
+        print(json.dumps(_finite(res)))
     return 0
 
 

@@ -68,7 +68,7 @@ def main() -> int:
         last[0] = now
 
     probe.timeout.connect(tick)
-    seconds = 5.0 if args.quick else 12.0
+    seconds = 5.0 if args.quick else 8.0
     gui_rates, cli_rates, ok = [], [], True
     for _ in range(1 if args.quick else 2):
         steps: list[tuple[float, int]] = []
