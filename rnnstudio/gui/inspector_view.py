@@ -348,6 +348,8 @@ class InspectorView(QWidget):
                                                       f"{visible(ea['first_token'])}{sep}")
         self.view_b.show()
         self.view_diff.show()
+        for view in (self.view_a, self.view_b, self.view_diff):
+            view.verticalScrollBar().setValue(0)
         self.breakdown.setHtml(compare_html(result) + breakdown_html(ea) + breakdown_html(eb))
         self.status.emit(f"A wins {result['wins']['a']} tokens, B wins {result['wins']['b']}")
 
@@ -386,4 +388,21 @@ def screenshot(window) -> None:
     wait_until(lambda: not view.is_busy(), 120, "the inspector")
     if view.result is None or not view.view_a.starts:
         raise RuntimeError("the inspector shows no tokens")
+    settle()
+
+
+def screenshot_compare(window) -> None:
+    """For ``screenshots.py`` (after the runs shot): the demo GRU against the demo LSTM on the same text."""
+    from .screenshots import DEMO_MODEL, settle, wait_until
+
+    view = page_of(window, InspectorView)
+    window.show_page(view)
+    view.refresh_models()
+    view.set_text(SCREENSHOT_TEXT)
+    view.select_models(DEMO_MODEL, f"{DEMO_MODEL}-lstm")
+    if not view.inspect():
+        raise RuntimeError("the comparison did not start")
+    wait_until(lambda: not view.is_busy(), 120, "the comparison")
+    if view.result is None or view.result["kind"] != "compare":
+        raise RuntimeError("the inspector shows no comparison")
     settle()

@@ -103,13 +103,14 @@ SHOTS = [
 ]
 
 
-def _shot(module: str):
-    """``rnnstudio.gui.<module>.screenshot``, imported when the shot is taken."""
-    return lambda window: __import__(f"{__package__}.{module}", fromlist=["screenshot"]).screenshot(window)
+def _shot(module: str, function: str = "screenshot"):
+    """``rnnstudio.gui.<module>.<function>``, imported when the shot is taken."""
+    return lambda window: getattr(__import__(f"{__package__}.{module}", fromlist=[function]), function)(window)
 
 
-# issue 8: the runs shot trains rnn and lstm runs beside the demo GRU; the hood shot uses the rnn one
+# issue 8: the runs shot trains rnn and lstm runs beside the demo GRU; later shots use them
 SHOTS += [("runs.png", _shot("runs_view")), ("inspector.png", _shot("inspector_view")),
+          ("inspector-compare.png", _shot("inspector_view", "screenshot_compare")),
           ("explorer.png", _shot("explorer_view")), ("hood.png", _shot("hood_view"))]
 
 
