@@ -65,8 +65,9 @@ def _decode_file(path: Path, encoding: str, errors: str):
                 offset = fed - pending + exc.start
                 raise RNNStudioError(
                     f"{path}: invalid {encoding} at byte offset {offset}; "
-                    f"set the encoding option (e.g. --corpus-opt encoding=latin-1), or errors=replace "
-                    f"(--corpus-opt errors=replace) to substitute U+FFFD for bad bytes"
+                    f"set the encoding option to the file's real encoding (e.g. encoding=latin-1: "
+                    f"--corpus-opt encoding=latin-1 for train, --encoding latin-1 for score), "
+                    f"or errors=replace to substitute U+FFFD for bad bytes"
                 ) from None
             if "\x00" in text:
                 offset = fed - pending + len(text[: text.index("\x00")].encode(encoding, "replace"))
