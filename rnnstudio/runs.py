@@ -207,8 +207,8 @@ def list_runs() -> list[dict]:
 
 def load_run(path_or_id) -> dict:
     path = Path(path_or_id)
-    if not path.suffix == ".json" or not path.exists():
-        path = paths.runs_dir() / f"{path_or_id}.json"
+    if not path.is_file():  # a run id such as 20261127-042535-mymodel
+        path = paths.runs_dir() / f"{path.stem if path.suffix == '.json' else path_or_id}.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -14,7 +14,7 @@ from rnnstudio.trainer import Progress, TrainConfig, Trainer
 
 def config(path, name, **kw):
     base = dict(corpus="text-file", corpus_options={"path": str(path)}, cell="gru", hidden_size=16, batch_size=4,
-                seq_len=16, max_steps=12, eval_every=5, checkpoint_every=0, device="cpu", name=name)
+                seq_len=16, max_steps=8, eval_every=3, checkpoint_every=0, device="cpu", name=name)
     return TrainConfig(**{**base, **kw})
 
 
@@ -26,19 +26,19 @@ def test_runs_are_recorded_listed_and_exported(tiny_corpus, tmp_path, capsys):
     assert [r["model"] for r in records] == ["r-gru", "r-rnn"]
     rec = records[1]
     assert rec["status"] == "finished" and rec["config"]["cell"] == "rnn-scratch" and rec["device"] == "cpu"
-    assert rec["final"]["steps"] == 12 and rec["final"]["val_perplexity"] == pytest.approx(summary.val_perplexity)
+    assert rec["final"]["steps"] == 8 and rec["final"]["val_perplexity"] == pytest.approx(summary.val_perplexity)
     assert rec["final"]["tokens_per_s"] == pytest.approx(summary.tokens_per_s)
     train = rec["curves"]["train"]
-    assert train["step"] == list(range(1, 13)) and len(train["loss"]) == 12
-    assert rec["curves"]["val"]["step"] == [5, 10, 12]
+    assert train["step"] == list(range(1, 9)) and len(train["loss"]) == 8
+    assert rec["curves"]["val"]["step"] == [3, 6, 8]
     assert rec["curves"]["val"]["perplexity"][-1] == pytest.approx(summary.val_perplexity)
-    assert runs.curve(rec, "val perplexity")[0] == [5, 10, 12]
+    assert runs.curve(rec, "val perplexity")[0] == [3, 6, 8]
     assert "val perplexity" in runs.curve_names(records) and "train loss" in runs.curve_names(records)
     assert not list(paths.runs_dir().glob(".*.tmp"))  # atomic writes leave no temp files
 
     assert cli_main(["runs", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["cell"] for r in rows] == ["gru", "rnn-scratch"] and rows[0]["steps"] == 12
+    assert [r["cell"] for r in rows] == ["gru", "rnn-scratch"] and rows[0]["steps"] == 8
     out = tmp_path / "runs.csv"
     assert cli_main(["runs", "--csv", str(out)]) == 0
     with open(out, newline="", encoding="utf-8") as fh:
@@ -59,7 +59,7 @@ def test_stopped_interrupted_unsaved_and_broken_runs(tiny_corpus, capsys):
         if event.kind == "progress" and event.step == 2:
             break
     gen.close()  # the consumer walked away (a GUI closing its window)
-    list(Trainer(config(tiny_corpus, "bench", save=False)).run())
+    list(Trainer(config(tiny_corpus, "bench", save=False, max_steps=2)).run())
     (paths.runs_dir() / "garbage.json").write_text("{not json", encoding="utf-8")
 
     by_model = {r.get("model", r["id"]): r for r in runs.list_runs()}
