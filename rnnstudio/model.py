@@ -77,6 +77,7 @@ class RNNLanguageModel(nn.Module):
             **config.cell_options,
         )
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self._eye = None  # generation's one-hot rows, made on first use (not a buffer: never saved)
 
     def begin_state(self, batch_size: int, device: torch.device | str | None = None):
         if device is None:
@@ -103,15 +104,26 @@ class RNNLanguageModel(nn.Module):
 
         A cell may define ``step(x, state) -> (h, state)`` over one time step (x (N, E), h (N, H) the
         top layer's output) to skip its sequence machinery; other cells run ``forward`` with T = 1."""
-        x = self.encode(idx.view(1, -1))  # (1, N, E)
+        x = self.embedding(idx) if self.embedding is not None else self._one_hot_rows(idx)  # (N, E)
         cell_step = getattr(self.cell, "step", None)
         if cell_step is not None:
-            h, state = cell_step(x[0], state)
+            h, state = cell_step(x, state)
         else:
             with onednn_off():
-                outputs, state = self.cell(x, state)
+                outputs, state = self.cell(x[None], state)
             h = outputs[0]
         return F.linear(h, self.head.weight, self.head.bias), state  # self.head without the module call
+
+    def _one_hot_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """(N,) ids -> (N, V) one-hot rows; small vocabularies gather rows of a cached identity (one op, not two)."""
+        V, dtype = self.config.vocab_size, self.head.weight.dtype
+        if V > 4096:
+            return F.one_hot(idx, V).to(dtype)
+        eye = self._eye
+        if eye is None or eye.device != idx.device or eye.dtype != dtype:
+            with torch.inference_mode(False):  # a normal tensor, even when first made during generation
+                eye = self._eye = torch.eye(V, dtype=dtype, device=idx.device)
+        return eye[idx]
 
     @staticmethod
     def flat_targets(targets: torch.Tensor) -> torch.Tensor:

@@ -35,3 +35,19 @@ def test_onednn_off_restores_the_flag():
         with onednn_off():
             raise RuntimeError("boom")
     assert torch.backends.mkldnn.enabled == before
+
+
+def test_training_still_works_after_generation():
+    """Generation runs under inference_mode; nothing it leaves on the model may break a later backward."""
+    from rnnstudio.data import Vocab
+    from rnnstudio.sampling import SamplingConfig, generate_text
+
+    vocab = Vocab(["<unk>", *"abcdefghij"])
+    model = RNNLanguageModel(ModelConfig(cell="gru", vocab_size=len(vocab), hidden_size=8), default_host().cell("gru"))
+    (text,) = generate_text(model, vocab, "abc", SamplingConfig(length=5, seed=1))
+    assert text.startswith("abc")
+    x = torch.randint(0, len(vocab), (2, 5))
+    _, loss, _ = model(x, targets=x)
+    loss.backward()
+    assert model.head.weight.grad is not None
+    assert model.step(x[:, 0], model.begin_state(2))[0].shape == (2, len(vocab))
