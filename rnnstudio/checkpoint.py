@@ -294,6 +294,11 @@ def load_train_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         meta = json.loads(metadata["json"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise RNNStudioError(f"model {path.name!r}: {STATE} has corrupt metadata ({exc})") from None
+    version = meta.get("format_version", 0) if isinstance(meta, dict) else None
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise RNNStudioError(
+            f"model {path.name!r}: {STATE} was saved by a newer RNN Studio (format {version}; this one reads up "
+            f"to {FORMAT_VERSION}); upgrade RNN Studio to resume it")
     return meta, tensors
 
 
@@ -426,9 +431,10 @@ class ModelLock:
             except FileExistsError:
                 owner = self._owner()
                 if owner is not None and _alive(owner):
+                    who = "another machine" if owner == -1 else f"process {owner}"
                     raise RNNStudioError(
-                        f"model {self.name!r} is already being trained by process {owner}; wait for it to "
-                        f"finish, stop it, or pick another --name"
+                        f"model {self.name!r} is already being trained by {who}; wait for it to finish, stop it, "
+                        f"or pick another --name (if no training is running, delete {self.path})"
                     ) from None
                 try:  # stale: its process is gone
                     self.path.unlink()

@@ -262,6 +262,10 @@ def test_corrupt_training_state_on_resume_names_the_model(good_model, tiny_corpu
     save_file({f"model.{k}": v for k, v in tensors.items()}, str(state),
               metadata={"format": "rnnstudio-train-state", "json": json.dumps({"position": {}, "optimizer": {}})})
     _one_line_error(capsys, resume, "'good'", "train_state.safetensors is corrupt or does not match")
+    # A training state from a newer RNN Studio.
+    save_file({"x": torch.zeros(1)}, str(state), metadata={
+        "format": "rnnstudio-train-state", "json": json.dumps({"format_version": ckpt.FORMAT_VERSION + 1})})
+    _one_line_error(capsys, resume, "'good'", "saved by a newer RNN Studio", "upgrade")
     state.write_bytes(original)
     assert cli_main(resume) == 0
 
@@ -365,6 +369,9 @@ def test_lock_refuses_a_live_owner_and_clears_a_stale_one(tiny_corpus, capsys):
     lock_path.write_text(json.dumps({"pid": _dead_pid(), "host": __import__("socket").gethostname()}))
     assert cli_main(argv) == 0
     assert not lock_path.exists() and (_models() / "locked" / "weights.safetensors").exists()
+    # Another machine's lock (a shared folder) is respected, and the message says how to clear it.
+    lock_path.write_text(json.dumps({"pid": 1, "host": "some-other-host"}))
+    _one_line_error(capsys, argv, "already being trained by another machine", str(lock_path))
     # A lock that is not even JSON (a crash while writing it) counts as stale too.
     lock_path.write_text("{")
     with ckpt.ModelLock("locked"):
