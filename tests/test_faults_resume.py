@@ -17,7 +17,7 @@ from rnnstudio.cli import main as cli_main
 from rnnstudio.trainer import TrainConfig, Trainer
 
 # Tiny and single-threaded: the runs are short, and a thread count never changes the arithmetic.
-TINY = dict(cell="gru", hidden_size=16, num_layers=2, dropout=0.3, batch_size=4, seq_len=8, eval_every=50,
+TINY = dict(cell="gru", hidden_size=16, num_layers=2, dropout=0.3, batch_size=4, seq_len=8, eval_every=100,
             device="cpu", threads=1, seed=3)
 
 
