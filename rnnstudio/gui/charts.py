@@ -10,6 +10,9 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLa
 pg.setConfigOptions(antialias=True, background="w", foreground="#333a48")
 
 TRAIN_PEN = pg.mkPen("#2b5fd9", width=2)
+# The trainer's train metrics average the steps since the last validation (d2l averages per epoch),
+# so the train line steps down where an old, worse window is dropped.
+TRAIN_LABEL = "train (mean since last validation)"
 VAL_PEN = pg.mkPen("#e08a00", width=2)
 
 
@@ -42,7 +45,7 @@ class TrainingCharts(QWidget):
         self.ppl_plot.setLabel("bottom", "step")
         self.ppl_plot.showGrid(x=True, y=True, alpha=0.2)
         self.ppl_plot.addLegend(offset=(-10, 10))
-        self.train_curve = self.ppl_plot.plot([], [], pen=TRAIN_PEN, name="train")
+        self.train_curve = self.ppl_plot.plot([], [], pen=TRAIN_PEN, name=TRAIN_LABEL)
         self.val_curve = self.ppl_plot.plot([], [], pen=VAL_PEN, symbol="o", symbolSize=7, symbolBrush="#e08a00",
                                             symbolPen="#e08a00", name="validation")
 
@@ -50,7 +53,7 @@ class TrainingCharts(QWidget):
         self.metric_plot.setLabel("bottom", "step")
         self.metric_plot.showGrid(x=True, y=True, alpha=0.2)
         self.metric_plot.addLegend(offset=(-10, 10))
-        self.metric_train_curve = self.metric_plot.plot([], [], pen=TRAIN_PEN, name="train")
+        self.metric_train_curve = self.metric_plot.plot([], [], pen=TRAIN_PEN, name=TRAIN_LABEL)
         self.metric_val_curve = self.metric_plot.plot([], [], pen=VAL_PEN, symbol="o", symbolSize=6,
                                                       symbolBrush="#e08a00", symbolPen="#e08a00", name="validation")
 
