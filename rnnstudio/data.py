@@ -168,7 +168,9 @@ def _char_table(vocab: Vocab) -> np.ndarray | None:
     cps = [ord(t) for t in vocab.idx_to_token[1:] if len(t) == 1]
     if len(cps) != len(vocab) - 1:
         return None
-    table = np.zeros(max(cps, default=0) + 2, dtype=np.int64)
+    # The ids' own compact type, so a 1 MB piece looks up into 1 MB rather than 8 MB of int64.
+    compact = torch.empty(0, dtype=compact_dtype(len(vocab))).numpy().dtype
+    table = np.zeros(max(cps, default=0) + 2, dtype=compact)
     for cp in cps:
         table[cp] = vocab.token_to_idx[chr(cp)]
     return table
