@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .data import d2l_preprocess_line, encode_text, tokenize
+from .data import _pieces, encode_text, tokenize
 from .errors import RNNStudioError
 
 TOP_K = 5  # predictions shown per token
@@ -37,7 +37,7 @@ def tokenize_for_model(loaded, text: str) -> TokenizedText:
     vocab = loaded.vocab
     encoded = encode_text(text, tokenizer=vocab.tokenizer, preprocess=preprocess, vocab=vocab)
     ids = encoded.ids.long()
-    shown = text if preprocess == "raw" else "".join(d2l_preprocess_line(line) for line in text.split("\n"))
+    shown = "".join(_pieces([text], vocab.tokenizer, preprocess))  # the very text encode_text tokenized
     tokens = tokenize(shown, vocab.tokenizer)
     if len(tokens) != len(ids):  # never expected; fall back to the vocabulary's spelling
         tokens = [vocab.idx_to_token[i] for i in ids.tolist()]

@@ -34,13 +34,25 @@ def train_model(path, name, *, cell="rnn-scratch", steps=15, seed=0, tokens="cha
     return load_model(name)
 
 
-def in_memory(cell: str, text: str, *, hidden=16, seed=0, encoding="onehot") -> LoadedModel:
+def in_memory(cell: str, text: str, *, hidden=16, seed=0, encoding="onehot", tokens="char",
+              preprocess="raw") -> LoadedModel:
     """A freshly initialised model wrapped like a loaded one (no training needed)."""
     torch.manual_seed(seed)
-    vocab = Vocab.build(Counter(text))
+    vocab = Vocab.build(Counter(text if tokens == "char" else text.split()), tokenizer=tokens)
     cfg = ModelConfig(cell=cell, vocab_size=len(vocab), hidden_size=hidden, encoding=encoding)
     model = RNNLanguageModel(cfg, default_host().cell(cell)).eval()
-    return LoadedModel(f"mem-{cell}", Path("."), model, vocab, {"model": cfg.to_json(), "data": {"preprocess": "raw"}})
+    return LoadedModel(f"mem-{cell}", Path("."), model, vocab,
+                       {"model": cfg.to_json(), "data": {"preprocess": preprocess}})
+
+
+def test_rows_show_the_tokens_the_model_reads():
+    """d2l preprocessing with word tokens: lowercased words, punctuation gone, lines kept apart."""
+    loaded = in_memory("gru", "the cat sat on mat hello dog", tokens="word", preprocess="d2l")
+    result = inspector.explain(loaded, "The cat, sat!\nhello (dog) zebra\n")
+    assert [result["first_token"]] + [r["token"] for r in result["rows"]] == ["the", "cat", "sat", "hello", "dog",
+                                                                              "zebra"]
+    assert [r["unknown"] for r in result["rows"]] == [False, False, False, False, True]
+    assert result["unit"] == "words"
 
 
 def test_score_explain_json_holds_up(tiny_corpus, tmp_path, capsys):
