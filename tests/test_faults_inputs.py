@@ -167,7 +167,7 @@ def test_large_corpus_streams_into_compact_ids(tmp_path):
     extra = [r["extra"] for r in results]
     # Far from holding the text several times: the peak is the 1-byte ids plus a fixed-size
     # window of the stream, so each extra byte of text costs about one byte of memory.
-    assert extra[1] < 3 * sizes[1], f"peak grew by {extra[1] / sizes[1]:.2f}x the file size"
+    assert extra[1] < 2.5 * sizes[1], f"peak grew by {extra[1] / sizes[1]:.2f}x the file size"
     slope = (extra[1] - extra[0]) / (sizes[1] - sizes[0])
     assert slope < 1.5, f"each byte of text costs {slope:.2f} bytes of peak memory"
 
