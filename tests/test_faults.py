@@ -9,6 +9,7 @@ import os
 import pathlib
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -356,7 +357,7 @@ def test_lock_refuses_a_live_owner_and_clears_a_stale_one(tiny_corpus, capsys):
     lock_path.parent.mkdir(parents=True)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        lock_path.write_text(json.dumps({"pid": sleeper.pid, "host": __import__("socket").gethostname()}))
+        lock_path.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
         argv = ["train", "--corpus", "text-file", "--corpus-opt", f"path={tiny_corpus}", "--hidden-size", "16",
                 "--batch-size", "4", "--seq-len", "8", "--max-steps", "5", "--device", "cpu", "--threads", "1",
                 "--eval-every", "0", "--name", "locked"]
@@ -366,7 +367,7 @@ def test_lock_refuses_a_live_owner_and_clears_a_stale_one(tiny_corpus, capsys):
         sleeper.kill()
         sleeper.wait()
     # Its owner is gone now: the stale lock is cleared and training goes ahead.
-    lock_path.write_text(json.dumps({"pid": _dead_pid(), "host": __import__("socket").gethostname()}))
+    lock_path.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
     assert cli_main(argv) == 0
     assert not lock_path.exists() and (_models() / "locked" / "weights.safetensors").exists()
     # Another machine's lock (a shared folder) is respected, and the message says how to clear it.

@@ -1,4 +1,4 @@
-"""Reliability, part 3: bad corpora, bad settings, faulty plugins, divergence and plugin security, as a user meets them."""
+"""Reliability, part 3: bad corpora and settings, faulty plugins, divergence and plugin security."""
 
 from __future__ import annotations
 
