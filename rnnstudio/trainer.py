@@ -293,6 +293,14 @@ def _load_corpus(host, config: TrainConfig, vocab: Vocab | None) -> tuple[Encode
     return encoded, corpus
 
 
+def _sample_prefix(preferred: str, vocab: Vocab, train_ids: torch.Tensor) -> str:
+    """The corpus's preferred preview prefix when the vocabulary knows all its tokens, else the text's first words."""
+    if preferred and not vocab.unknown_tokens(preferred):
+        return preferred
+    n = 3 if vocab.tokenizer == "word" else 8
+    return vocab.decode(train_ids[:n].tolist()) or vocab.idx_to_token[min(1, len(vocab) - 1)]
+
+
 def _model_name(config: TrainConfig) -> str:
     return config.name or f"{config.corpus}-{config.cell}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -412,6 +420,7 @@ class Trainer:
         is_main = cfg.rank == 0
         writer = None
         lock = None
+        sample_prefix = _sample_prefix(type(corpus).sample_prefix, vocab, train_ids)
         config_json = {
             "format_version": ckpt.FORMAT_VERSION,
             "name": self.name,
@@ -419,7 +428,7 @@ class Trainer:
             "data": {"corpus": cfg.corpus, "corpus_options": cfg.corpus_options, "tokenizer": cfg.tokens,
                      "preprocess": cfg.preprocess or type(corpus).default_preprocess, "min_freq": cfg.min_freq,
                      "max_tokens": cfg.max_tokens, "val_fraction": cfg.val_fraction,
-                     "sample_prefix": type(corpus).sample_prefix, "source": corpus.describe_source()},
+                     "sample_prefix": sample_prefix, "source": corpus.describe_source()},
             "train": {**cfg.to_json(), "name": self.name, "resume": False},
             "summary": dict(saved.get("summary", {})) if saved else {"parameters": count_parameters(model)},
         }
@@ -432,7 +441,7 @@ class Trainer:
                           total, count_parameters(model), step, epoch, str(writer.path) if writer else "")
             yield from self._loop(model, opt, vocab, train_ids, val_ids, metric_classes, writer, device,
                                   step, epoch, batch_start, hidden, best_val, total, steps_per_epoch,
-                                  type(corpus).sample_prefix)
+                                  sample_prefix)
         finally:
             if lock:
                 lock.release()
@@ -511,7 +520,9 @@ class Trainer:
             return Evaluated(step, epoch, dict(last_val), improved)
 
         train_metrics.reset()
-        while True:
+        # a resumed run that already reached its length only re-validates and saves
+        already_done = bool((cfg.max_steps and step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs))
+        while not already_done:
             plan = BatchPlan(train_ids, cfg.batch_size, cfg.seq_len, cfg.partition, seed=cfg.seed, epoch=epoch,
                              rank=cfg.rank, world_size=cfg.world_size)
             if batch == 0:
