@@ -33,12 +33,14 @@ class _RNNLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dY):
         h0, W_hh, Y = ctx.saved_tensors
+        dtanh = 1 - Y * Y  # tanh' = 1 - tanh^2, for all steps at once
         dpre = torch.empty_like(Y)  # gradient of the pre-activation at every step
         dh = torch.zeros_like(h0)
+        W_hhT = W_hh.T
         for t in reversed(range(Y.shape[0])):
             dh = dh + dY[t]
-            torch.addcmul(dh, dh, Y[t] * Y[t], value=-1, out=dpre[t])  # dh (1 - H_t^2): tanh' = 1 - tanh^2
-            dh = dpre[t] @ W_hh.T
+            torch.mul(dh, dtanh[t], out=dpre[t])
+            dh = dpre[t] @ W_hhT
         H_prev = torch.cat([h0[None], Y[:-1]])  # (T, B, H)
         dW_hh = H_prev.flatten(0, 1).T @ dpre.flatten(0, 1)
         return dpre, dh, dW_hh
@@ -75,24 +77,26 @@ class _GRULayer(torch.autograd.Function):
         h0, W_h, Y, RZ, N, HN = ctx.saved_tensors
         T, H = Y.shape[0], Y.shape[2]
         H_prev = torch.cat([h0[None], Y[:-1]])  # (T, B, H)
-        dxg = torch.empty(T, Y.shape[1], 3 * H, dtype=Y.dtype, device=Y.device)  # also the gate pre-activations'
-        dhg = torch.empty_like(dxg)  # gradient of H W_h (differs from dxg in the candidate block)
+        R, Z = RZ[..., :H], RZ[..., H:]
+        # Local derivatives depend only on forward values: compute them for all steps at once.
+        # H' = Z H + (1 - Z) H~ and H~ = tanh(a + R hn), so with g = dL/dH':
+        dn_dh = (1 - Z) * (1 - N * N)  # candidate pre-activation: g (1 - Z) (1 - H~^2)
+        dr_dn = HN * R * (1 - R)  # reset pre-activation: (candidate grad) hn σ'(R)
+        dz_dh = (H_prev - N) * Z * (1 - Z)  # update pre-activation: g (H - H~) σ'(Z)
+        dN = torch.empty_like(Y)  # gradient of the candidate pre-activation, per step
+        dHG = torch.empty(T, Y.shape[1], 3 * H, dtype=Y.dtype, device=Y.device)  # gradient of H W_h
         W_hT = W_h.T
         dh = torch.zeros_like(h0)
         for t in reversed(range(T)):
             dh = dh + dY[t]
-            rz, n, hn, hp = RZ[t], N[t], HN[t], H_prev[t]
-            r, z = rz[:, :H], rz[:, H:]
-            dn_pre = dh * (1 - z) * (1 - n * n)  # through H~ and tanh
-            dr = dn_pre * hn
-            dz = dh * (hp - n)
-            torch.mul(torch.cat([dr, dz], 1), rz * (1 - rz), out=dxg[t, :, :2 * H])  # σ' = s(1 - s)
-            dxg[t, :, 2 * H:] = dn_pre
-            dhg[t, :, :2 * H] = dxg[t, :, :2 * H]
-            torch.mul(dn_pre, r, out=dhg[t, :, 2 * H:])
-            dh = torch.addmm(dh * z, dhg[t], W_hT)
-        dW_h = H_prev.flatten(0, 1).T @ dhg.flatten(0, 1)
-        db_hn = dhg[:, :, 2 * H:].sum((0, 1))
+            dn = torch.mul(dh, dn_dh[t], out=dN[t])
+            torch.mul(dn, dr_dn[t], out=dHG[t, :, :H])
+            torch.mul(dh, dz_dh[t], out=dHG[t, :, H:2 * H])
+            torch.mul(dn, R[t], out=dHG[t, :, 2 * H:])  # through R ⊙ (H W_hh + b_hn)
+            dh = torch.addmm(dh * Z[t], dHG[t], W_hT)
+        dW_h = H_prev.flatten(0, 1).T @ dHG.flatten(0, 1)
+        db_hn = dHG[..., 2 * H:].sum((0, 1))
+        dxg = torch.cat([dHG[..., :2 * H], dN], dim=2)  # the input side skips R in the candidate block
         return dxg, dh, dW_h, db_hn
 
 
@@ -127,28 +131,26 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dY, dC_T):
         h0, c0, W_h, Y, G, C, TC = ctx.saved_tensors
-        T, H = Y.shape[0], Y.shape[2]
+        T, B, H = Y.shape
         H_prev = torch.cat([h0[None], Y[:-1]])
         C_prev = torch.cat([c0[None], C[:-1]])
+        I, F, Cand, O = G.split(H, dim=2)
+        # Local derivatives depend only on forward values: compute them for all steps at once.
+        dc_dh = O * (1 - TC * TC)  # H = O tanh(C)
+        d_ifc_dc = torch.cat([Cand * I * (1 - I), C_prev * F * (1 - F), I * (1 - Cand * Cand)], dim=2)
+        d_ifc_dc = d_ifc_dc.view(T, B, 3, H)  # pre-activations of I, F, C~ per unit of dL/dC
+        do_dh = TC * O * (1 - O)  # pre-activation of O per unit of dL/dH
         dgates = torch.empty_like(G)  # gradient of the gate pre-activations
         W_hT = W_h.T
         dh = torch.zeros_like(h0)
         dc = dC_T.clone() if dC_T is not None else torch.zeros_like(c0)
         for t in reversed(range(T)):
             dh = dh + dY[t]
-            i, f, cand, o = G[t].split(H, dim=1)
-            tc = TC[t]
-            dc = dc + dh * o * (1 - tc * tc)
-            d = dgates[t]
-            torch.mul(dc, cand, out=d[:, :H])  # dI
-            torch.mul(dc, C_prev[t], out=d[:, H:2 * H])  # dF
-            torch.mul(dc, i, out=d[:, 2 * H:3 * H])  # dC~
-            torch.mul(dh, tc, out=d[:, 3 * H:])  # dO
-            sig = G[t]
-            d.mul_(torch.cat([sig[:, :2 * H] * (1 - sig[:, :2 * H]), 1 - cand * cand,
-                              sig[:, 3 * H:] * (1 - sig[:, 3 * H:])], 1))
-            dc = dc * f
-            dh = d @ W_hT
+            dc = torch.addcmul(dc, dh, dc_dh[t])
+            torch.mul(dc[:, None], d_ifc_dc[t], out=dgates[t, :, :3 * H].view(B, 3, H))
+            torch.mul(dh, do_dh[t], out=dgates[t, :, 3 * H:])
+            dc = dc * F[t]
+            dh = dgates[t] @ W_hT
         dW_h = H_prev.flatten(0, 1).T @ dgates.flatten(0, 1)
         return dgates, dh, dc, dW_h
 
