@@ -319,6 +319,7 @@ class Trainer:
         self.model: RNNLanguageModel | None = None
         self.vocab: Vocab | None = None
         self.name = _model_name(config)
+        self._first_loss: float | None = None  # the explosion check's reference, kept across a resume
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -408,6 +409,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = cfg.learning_rate
             best_val = pos.get("best_val", math.inf)
+            self._first_loss = pos.get("first_loss")
             if hidden_list:
                 hidden_list = [h.to(device) for h in hidden_list]
                 hidden = tuple(hidden_list) if len(hidden_list) > 1 else hidden_list[0]
@@ -459,7 +461,7 @@ class Trainer:
         train_time = 0.0
         start = time.perf_counter()
         last_ckpt_time = time.monotonic()
-        first_loss = None
+        first_loss = self._first_loss  # None on a fresh run: the first step's loss becomes the reference
         explode_run = 0
         last_val: dict[str, float] = {}
         last_train: dict[str, float] = {}
@@ -474,7 +476,7 @@ class Trainer:
                 yield Warned(step, warnings_out.pop(0))
 
         def position():
-            return {"step": step, "epoch": epoch, "batch": batch, "best_val": best_val}
+            return {"step": step, "epoch": epoch, "batch": batch, "best_val": best_val, "first_loss": first_loss}
 
         def summary():
             return {"step": step, "epoch": epoch, "val_perplexity": last_val.get("perplexity"),

@@ -462,6 +462,19 @@ def test_exploding_loss_warns_and_training_goes_on(tiny_corpus):
     assert events[-1].kind == "summary" and events[-1].steps == 15
 
 
+def test_explosion_reference_survives_a_resume(tiny_corpus):
+    """After a resume the check still compares with the run's very first loss, not a low, trained one."""
+    config = _config(corpus_options={"path": str(tiny_corpus)}, max_steps=40, name="ref")
+    first = next(e.loss for e in list(Trainer(config).run()) if e.kind == "progress")
+    meta, _ = ckpt.load_train_state(paths.models_dir() / "ref")
+    assert meta["position"]["first_loss"] == first
+    resumed = Trainer(_config(corpus_options={"path": str(tiny_corpus)}, max_steps=45, name="ref", resume=True))
+    events = list(resumed.run())
+    assert events[0].step == 40 and events[-1].steps == 45
+    meta, _ = ckpt.load_train_state(paths.models_dir() / "ref")
+    assert meta["position"]["first_loss"] == first
+
+
 # -- plugin security --------------------------------------------------------------------
 
 MARKER_PLUGIN = textwrap.dedent("""
