@@ -121,7 +121,7 @@ class TextFileCorpus(Corpus):
                 yield piece
         if not seen_text:
             what = "the file is" if len(self.files) == 1 else "all the files are"
-            raise RNNStudioError(f"{self.path}: {what} empty or only whitespace; give it some text to learn from")
+            raise RNNStudioError(f"{self.path}: {what} empty or only whitespace; give it some text")
 
     def describe_source(self) -> str:
         return str(self.path)

@@ -28,7 +28,12 @@ class Perplexity(_NLLSum):
     description = "exp(mean cross-entropy) over all tokens: the model is as unsure as a fair die with this many sides."
 
     def value(self):
-        return math.exp(self.mean_nll()) if self.count else float("nan")
+        if not self.count:
+            return float("nan")
+        try:
+            return math.exp(self.mean_nll())
+        except OverflowError:  # a diverged model: above ~709.8 nats the perplexity is beyond float range
+            return float("inf")
 
 
 class CrossEntropy(_NLLSum):

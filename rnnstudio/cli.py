@@ -245,7 +245,7 @@ def cmd_generate(args) -> int:
     stop_at = unescape(args.stop_at) if args.stop_at else None
     results = []
     for temp in temps:
-        cfg = SamplingConfig(length=args.length, greedy=args.greedy, temperature=temp or 1.0, top_k=args.top_k,
+        cfg = SamplingConfig(length=args.length, greedy=args.greedy, temperature=1.0 if temp is None else temp, top_k=args.top_k,
                              top_p=args.top_p, seed=args.seed, num_samples=args.samples, stop_at=stop_at)
         cfg.validate()
         header = len(temps) > 1 or args.samples > 1

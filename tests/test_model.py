@@ -88,3 +88,10 @@ def test_parameter_count_does_not_grow_with_time_steps():
         model(torch.zeros(2, T, dtype=torch.long))
         assert sum(p.numel() for p in model.parameters()) == n
     assert n == (10 * 4 + 4 * 4 + 4) + (4 * 10 + 10)
+
+
+def test_perplexity_of_a_diverged_model_is_infinite_not_an_error():
+    host = load_plugins(no_plugins=True)
+    metric = host.metric("perplexity")()
+    metric.update(None, torch.zeros(2, dtype=torch.long), torch.tensor([800.0, 900.0]))
+    assert metric.value() == math.inf
