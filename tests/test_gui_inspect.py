@@ -35,9 +35,9 @@ def errors(monkeypatch):
     return shown
 
 
-def train(corpus, name, cell, steps=10):
+def train(corpus, name, cell, steps=6):
     cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus)}, cell=cell, hidden_size=16,
-                      batch_size=4, seq_len=16, max_steps=steps, eval_every=4, checkpoint_every=0, device="cpu",
+                      batch_size=4, seq_len=16, max_steps=steps, eval_every=3, checkpoint_every=0, device="cpu",
                       name=name)
     for _ in Trainer(cfg).run():
         pass
@@ -156,11 +156,11 @@ def test_runs_view_overlays_ticked_runs_and_exports_csv(qtbot, trained, tiny_cor
     ids = [r["id"] for r in runs.list_runs()]
     assert len(ids) == 3 and view.table.rowCount() == 3 and view.selected_ids() == ids  # the latest start ticked
     assert view.metric_choice.currentText() == "val perplexity"
-    assert [view.point_count(i) for i in ids] == [3, 3, 3]  # validations at steps 4, 8 and the last step, 10
+    assert [view.point_count(i) for i in ids] == [2, 2, 2]  # validations at step 3 and the last step, 6
     view.table.item(0, 0).setCheckState(Qt.Unchecked)
     assert view.selected_ids() == ids[1:] and view.point_count(ids[0]) == 0
     view.set_metric("train loss")
-    assert view.point_count(ids[1]) == 10
+    assert view.point_count(ids[1]) == 6
     out = view.export_csv(str(tmp_path / "runs.csv"))
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -168,7 +168,7 @@ def test_runs_view_overlays_ticked_runs_and_exports_csv(qtbot, trained, tiny_cor
     train(tiny_corpus, "run-late", "gru", steps=2)
     view.refresh()  # keeps the ticks, and ticks the new run
     new = runs.list_runs()[-1]["id"]
-    assert view.table.rowCount() == 4 and view.selected_ids() == ids[1:] + [new] and view.point_count(new) == 2
+    assert view.table.rowCount() == 4 and view.selected_ids() == ids[1:] + [new] and view.point_count(new) == 2  # train loss, 2 steps
     assert not errors
 
 
