@@ -19,6 +19,13 @@ class _NLLSum(Metric):
         self.total += float(nll.double().sum())
         self.count += int(nll.numel())
 
+    def state(self):
+        return {"total": self.total, "count": self.count}
+
+    def merge(self, state):
+        self.total += state["total"]
+        self.count += state["count"]
+
     def mean_nll(self) -> float:
         return self.total / self.count if self.count else float("nan")
 
@@ -64,6 +71,13 @@ class Accuracy(Metric):
     def update(self, logits, targets, nll):
         self.correct += int((logits.argmax(dim=-1) == targets).sum())
         self.count += int(targets.numel())
+
+    def state(self):
+        return {"correct": self.correct, "count": self.count}
+
+    def merge(self, state):
+        self.correct += state["correct"]
+        self.count += state["count"]
 
     def value(self):
         return self.correct / self.count if self.count else float("nan")

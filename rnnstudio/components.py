@@ -91,6 +91,10 @@ class Metric(Component):
     ``update`` gets ``logits`` (N, V), ``targets`` (N,) and the per-token negative
     log-likelihood ``nll`` (N,) in nats, all detached. ``value`` reports what has been
     accumulated since the last ``reset``.
+
+    Optional, for data-parallel training: ``state()`` returns the accumulated numbers as a
+    small JSON-like dict and ``merge(state)`` adds another process's state, so validation
+    reports the value over the whole split. Without them a metric reports rank 0's share.
     """
 
     #: True when a larger value is better (accuracy); False for perplexity or loss.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from datetime import timedelta
 
@@ -15,14 +14,6 @@ from .trainer import MetricSet, Trainer, TrainConfig, _model_name
 
 #: Seconds a rank waits for the others in one collective before it gives up (env RNNSTUDIO_DIST_TIMEOUT).
 DEFAULT_TIMEOUT_S = 600.0
-
-#: The built-in metrics, computed from the global sums (nll, tokens, correct) rather than averaged.
-_BUILTIN_FROM_SUMS = {
-    "perplexity": lambda nll, n, correct: math.exp(nll / n) if nll / n < 700 else math.inf,
-    "cross-entropy": lambda nll, n, correct: nll / n,
-    "bits-per-token": lambda nll, n, correct: nll / n / math.log(2),
-    "accuracy": lambda nll, n, correct: correct / n,
-}
 
 LAUNCH_HINT = ("start it with torchrun, e.g. `torchrun --standalone --nproc_per_node=2 -m rnnstudio train ... "
                "--distributed`")
@@ -43,33 +34,11 @@ class FlatForward(nn.Module):
         return self.model.forward_flat(idx, state)
 
 
-class ReducingMetricSet(MetricSet):
-    """A validation MetricSet that also keeps the sums the built-in metrics are made of."""
-
-    def __init__(self, classes, warn):
-        super().__init__(classes, warn)
-        self.nll_sum, self.count, self.correct = 0.0, 0, 0
-
-    def reset(self):
-        super().reset()
-        self.nll_sum, self.count, self.correct = 0.0, 0, 0
-
-    def update(self, logits, targets, nll):
-        super().update(logits, targets, nll)
-        self.nll_sum += float(nll.double().sum())
-        self.count += int(nll.numel())
-        self.correct += int((logits.argmax(dim=-1) == targets).sum())
-
-
 def _metric_state(metric):
     """``metric.state()`` when the metric offers the optional ``state()``/``merge()`` pair, else None."""
     if callable(getattr(metric, "state", None)) and callable(getattr(metric, "merge", None)):
         return metric.state()
     return None
-
-
-def _is_builtin(metric) -> bool:
-    return type(metric).__module__.startswith("rnnstudio.builtin_plugins")
 
 
 class DistributedTrainer(Trainer):
@@ -104,40 +73,28 @@ class DistributedTrainer(Trainer):
     def should_stop(self) -> bool:
         return self._stop_agreed
 
-    def make_metric_set(self, classes, warn, *, split):
-        return ReducingMetricSet(classes, warn) if split == "val" else MetricSet(classes, warn)
-
     def _warn_once(self, metrics: MetricSet, name: str, message: str) -> None:
         if name not in self._warned:
             self._warned.add(name)
             metrics.warn(message)
 
     def reduce_metrics(self, values, metrics=None):
-        """Global validation metrics: built-ins from the summed nll/tokens/correct, plugins via state()/merge()."""
-        if not isinstance(metrics, ReducingMetricSet):
+        """Global validation metrics: each rank's ``state()`` is gathered and ``merge()``d (see rnnstudio.Metric)."""
+        if metrics is None:
             return values
         states = {}
         for name, m in metrics.metrics.items():
-            if _is_builtin(m) and name in _BUILTIN_FROM_SUMS:
-                continue
             try:
                 states[name] = _metric_state(m)
             except Exception as exc:
                 states[name] = None
                 self._warn_once(metrics, name, f"metric {name!r}: state() raised {type(exc).__name__}: {exc}; "
                                                f"its value is rank 0's share of the validation set")
-        mine = {"values": values, "states": states, "sums": (metrics.nll_sum, metrics.count, metrics.correct)}
         everyone: list = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, mine)  # the same list on every rank, so every rank computes the same
-        nll = sum(e["sums"][0] for e in everyone)
-        n = sum(e["sums"][1] for e in everyone)
-        correct = sum(e["sums"][2] for e in everyone)
+        dist.all_gather_object(everyone, {"values": values, "states": states})  # same list on every rank
         rank0 = everyone[0]["values"]
         out = {}
         for name, m in metrics.metrics.items():
-            if _is_builtin(m) and name in _BUILTIN_FROM_SUMS:
-                out[name] = _BUILTIN_FROM_SUMS[name](nll, n, correct) if n else float("nan")
-                continue
             shards = [e["states"].get(name) for e in everyone]
             if all(s is not None for s in shards):
                 try:
