@@ -72,7 +72,11 @@ class RunRecorder:
             "curves": {"train": {"step": [], "loss": [], "perplexity": [], "tokens_per_s": []}, "val": {"step": []}},
             "final": {},
         }
-        self.path = _new_path(ev.model)
+        try:
+            self.path = _new_path(ev.model)
+        except OSError:
+            self.path = None  # the runs folder cannot be written: train on, unrecorded
+            return
         self.record["id"] = self.path.stem
         self._write()
 
@@ -135,6 +139,8 @@ class RunRecorder:
 
     def _write(self) -> None:
         self._last_write = time.monotonic()
+        if self.path is None:
+            return
         try:
             atomic_write_json(self.path, self.record)
         except OSError:

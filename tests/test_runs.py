@@ -87,3 +87,14 @@ def test_recorder_thins_long_curves():
     assert steps == sorted(steps) and rec.every > 10
     rec.close()
     assert runs.load_run(rec.record["id"])["status"] == "interrupted"  # no summary event came
+
+
+def test_an_unwritable_runs_folder_never_stops_training(tiny_corpus, rnnstudio_home):
+    from rnnstudio.trainer import TrainConfig, Trainer
+
+    (rnnstudio_home / "data").mkdir(parents=True, exist_ok=True)
+    (rnnstudio_home / "data" / "runs").write_text("a file where the runs folder should be")
+    cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(tiny_corpus)}, hidden_size=8, batch_size=4,
+                      seq_len=8, max_steps=3, name="norun", eval_every=0)
+    events = list(Trainer(cfg).run())
+    assert events[-1].kind == "summary" and events[-1].steps == 3
