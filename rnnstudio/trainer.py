@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -57,7 +58,7 @@ class TrainConfig:
     partition: str = "sequential"  # d2l's sequential partitioning carries the state across batches
     seed: int = 0
     device: str = "auto"
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    threads: int = 0  # torch CPU threads; 0: auto, torch's default but one core left free (see auto_threads)
     # bookkeeping
     name: str | None = None  # model folder name; None: derived from corpus, cell and time
     resume: bool = False
@@ -273,6 +274,15 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, seq_len: int, metrics: M
 
 # -- the training loop --------------------------------------------------------------------
 
+def auto_threads(device) -> int:
+    """threads=0 on a CPU: torch's default, but at most ``cores - 1``, so the GUI thread (or whatever else
+    runs) keeps a core. OpenMP threads spin at every barrier, and when one of them is descheduled the
+    step stalls: on a shared 2-core box a GRU trained at ~3k tokens/s with 2 threads, ~20k with 1."""
+    if torch.device(device).type != "cpu":
+        return torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+
+
 def _load_corpus(host, config: TrainConfig, vocab: Vocab | None) -> tuple[EncodedCorpus, Any]:
     corpus_cls = host.corpus(config.corpus)
     source = f"corpus {config.corpus!r}"
@@ -348,8 +358,9 @@ class Trainer:
             self.config = cfg
         cfg.validate()
         device = resolve_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        threads = cfg.threads or auto_threads(device)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
         metric_classes = {n: self.host.metric(n) for n in self.host.names("metric")}
         cell_cls = self.host.cell(cfg.cell)
         cell_cls.resolve_options(cfg.cell_options)  # option errors before any work
