@@ -125,6 +125,9 @@ def test_start_shows_progress_and_finishes(qtbot, window, tiny_corpus, errors):
     assert panel.progress_label.text().startswith("finished after 20 steps")
     assert panel.charts.point_count("train") > 0
     assert panel.charts.point_count("val") >= 4  # steps 5, 10, 15 and the end
+    # redraws are throttled, but when training ends every point is on the curves
+    assert len(panel.charts.val_curve.getData()[0]) == panel.charts.point_count("val")
+    assert len(panel.charts.train_curve.getData()[0]) == panel.charts.point_count("train")
     assert "sample at step" in panel.sample_label.text()
     assert panel.start_button.isEnabled() and not panel.stop_button.isEnabled()
     assert checkpoint.load_model("gui-model").name == "gui-model"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 pg.setConfigOptions(antialias=True, background="w", foreground="#333a48")
@@ -14,6 +15,10 @@ TRAIN_PEN = pg.mkPen("#2b5fd9", width=2)
 # so the train line steps down where an old, worse window is dropped.
 TRAIN_LABEL = "train (mean since last validation)"
 VAL_PEN = pg.mkPen("#e08a00", width=2)
+# Rendering one pyqtgraph plot costs ~20-25 ms of the GUI thread here, so new points are drawn on a
+# timer, one plot per tick (two at once would block the event loop for ~50 ms); the data itself is
+# kept as it arrives. Measured with benchmarks/bench.py --only gui.
+REDRAW_MS = 250
 
 
 class MetricSeries:
@@ -79,6 +84,12 @@ class TrainingCharts(QWidget):
         layout.addWidget(self.ppl_plot, 3)
         layout.addWidget(self.metric_plot, 2)
 
+        self._redraw = QTimer(self)
+        self._redraw.setSingleShot(True)
+        self._redraw.setInterval(REDRAW_MS)
+        self._redraw.timeout.connect(self._redraw_one)
+        self._stale: set[str] = set()  # plots with points not drawn yet: "main", "metric"
+
     def clear(self) -> None:
         self.train.clear()
         self.val.clear()
@@ -101,25 +112,47 @@ class TrainingCharts(QWidget):
         for step, values in points:
             for name, value in values.items():
                 self._series(self.train, name).add(step, value)
-        self.refresh()
+        self.schedule_refresh()
 
     def add_validation(self, step: int, values: dict) -> None:
         for name, value in values.items():
             self._series(self.val, name).add(step, value)
-        self.refresh()
+        self.schedule_refresh()
 
     def point_count(self, split: str = "val", name: str = MAIN) -> int:
         series = (self.val if split == "val" else self.train).get(name)
         return len(series.steps) if series else 0
 
+    def schedule_refresh(self) -> None:
+        """Draw the new points soon; many calls in between cost one redraw per plot."""
+        self._stale |= {"main", "metric"}
+        if not self._redraw.isActive():
+            self._redraw.start()
+
+    def _redraw_one(self) -> None:
+        """Timer tick: redraw one stale plot, and come back for the other."""
+        if "main" in self._stale:
+            self._refresh_main()
+        elif "metric" in self._stale:
+            self._refresh_metric(self.metric_choice.currentText())
+        if self._stale:
+            self._redraw.start()
+
     def refresh(self) -> None:
+        """Draw every plot now."""
+        self._redraw.stop()
+        self._refresh_main()
+        self._refresh_metric(self.metric_choice.currentText())
+
+    def _refresh_main(self) -> None:
+        self._stale.discard("main")
         empty = MetricSeries()
         t, v = self.train.get(self.MAIN, empty), self.val.get(self.MAIN, empty)
         self.train_curve.setData(t.steps, t.values)
         self.val_curve.setData(v.steps, v.values)
-        self._refresh_metric(self.metric_choice.currentText())
 
     def _refresh_metric(self, name: str) -> None:
+        self._stale.discard("metric")
         empty = MetricSeries()
         t, v = self.train.get(name, empty), self.val.get(name, empty)
         self.metric_plot.setTitle(name or "other metrics")

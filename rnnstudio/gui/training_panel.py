@@ -514,6 +514,7 @@ class TrainingPanel(QWidget):
             return
         job.thread.wait()  # the worker called quit(); this returns at once
         self._set_running(False)
+        self.charts.refresh()  # the last points, drawn now rather than at the next throttled redraw
         name = self.model_name or ""
         if self._error is not None:
             error, self._error = self._error, None
