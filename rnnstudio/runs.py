@@ -151,7 +151,8 @@ def _new_path(model: str) -> Path:
     folder = paths.runs_dir()
     folder.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model)[:80] or "run"
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}"
+    now = time.time()  # milliseconds in the name keep runs started in the same second in order
+    stem = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}.{int(now * 1000) % 1000:03d}-{safe}"
     path, n = folder / f"{stem}.json", 1
     while path.exists():
         n += 1

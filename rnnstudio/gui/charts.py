@@ -44,6 +44,7 @@ class TrainingCharts(QWidget):
         self.metric_names = list(metric_names)  # listed before any value arrives
         self.train: dict[str, MetricSeries] = {}
         self.val: dict[str, MetricSeries] = {}
+        self._stale: set[str] = set()  # plots with points not drawn yet: "main", "metric"
 
         self.ppl_plot = pg.PlotWidget()
         self.ppl_plot.setTitle("Perplexity")
@@ -88,7 +89,6 @@ class TrainingCharts(QWidget):
         self._redraw.setSingleShot(True)
         self._redraw.setInterval(REDRAW_MS)
         self._redraw.timeout.connect(self._redraw_one)
-        self._stale: set[str] = set()  # plots with points not drawn yet: "main", "metric"
 
     def clear(self) -> None:
         self.train.clear()
