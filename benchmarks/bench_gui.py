@@ -44,7 +44,8 @@ def main() -> int:
 
     config = TrainConfig(corpus=settings["corpus"], corpus_options=settings["corpus_options"],
                          preprocess=settings["preprocess"], save=False, eval_every=0, epochs=10**6,
-                         checkpoint_every=0, checkpoint_minutes=0)  # the default recipe: gru 256, adam
+                         checkpoint_every=0, checkpoint_minutes=0,  # the default recipe: gru 256, adam
+                         threads=1)  # the same on both sides, so the ratio is the GUI's own overhead
 
     def wait(seconds):
         loop = QEventLoop()

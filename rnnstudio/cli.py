@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--partition", default=d.partition, choices=("sequential", "random"))
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
-    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: auto, all cores but one)")
+    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: auto: every core, one left free in the GUI)")
     g = sp.add_argument_group("saving")
     g.add_argument("--name", default=None, help="model name (default: corpus-cell-time)")
     g.add_argument("--resume", action="store_true", help="continue training the model --name")

@@ -80,7 +80,7 @@ class TrainingPanel(QWidget):
             "resume": QCheckBox("continue this saved model (resume)"),
             # device
             "device": self._device_combo(),
-            "threads": F.spin(d.threads, 0, 1024, "CPU threads for torch (0: auto, all cores but one)"),
+            "threads": F.spin(d.threads, 0, 1024, "CPU threads for torch (0: auto, every core but one, so the window stays responsive)"),
         }
 
         # -- corpus and model: a plugin picker, its generated form, then the core settings ------
