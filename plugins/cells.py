@@ -39,6 +39,7 @@ class _ScratchCell(Cell):
                 getattr(self, f"W_h{g}").append(nn.Parameter(torch.randn(hidden_size, hidden_size) * std))
                 getattr(self, f"b_{g}").append(nn.Parameter(torch.zeros(hidden_size)))
         self.drop = nn.Dropout(dropout)
+        self._step_cache = None  # (key, weights) for ``step`` without autograd
 
     def stacked(self, layer: int):
         """A layer's gate weights side by side: W_x (E, G*H), W_h (H, G*H), b (G*H,)."""
@@ -46,6 +47,35 @@ class _ScratchCell(Cell):
         W_h = torch.cat([getattr(self, f"W_h{g}")[layer] for g in self.gates], dim=1)
         b = torch.cat([getattr(self, f"b_{g}")[layer] for g in self.gates])
         return W_x, W_h, b
+
+    def step(self, x, state):  # (N, E), state -> top layer's (N, H), new state
+        """One time step for generation, on torch's fused one-step kernels (same formulas as ``forward``)."""
+        return _step_layers(self._step_fn, self._step_weights(), x, state, self._step_dropout())
+
+    def _step_dropout(self):
+        return self.drop if self.training and self.dropout > 0 else None
+
+    def _step_weights(self) -> list[tuple]:
+        """Per layer (w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh) in torch's layout. Without autograd they are
+        cached, keyed on every parameter's identity and version, so they are rebuilt only after the weights change."""
+        if torch.is_grad_enabled():
+            return [self._torch_layout(layer) for layer in range(self.num_layers)]
+        params = self._flat_params()
+        key = [(p.data_ptr(), p._version) for p in params]
+        if self._step_cache is None or self._step_cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # normal tensors, even when built during generation
+                self._step_cache = (key, [self._torch_layout(layer) for layer in range(self.num_layers)])
+        return self._step_cache[1]
+
+    def _flat_params(self) -> list[nn.Parameter]:
+        return [p for pl in self._param_lists() for p in pl]
+
+    def _param_lists(self):
+        return [getattr(self, f"{kind}{g}") for g in self.gates for kind in ("W_x", "W_h", "b_")]
+
+    def _torch_layout(self, layer: int) -> tuple:
+        W_x, W_h, b = self.stacked(layer)
+        return W_x.T.contiguous(), W_h.T.contiguous(), b, None
 
     def input_projection(self, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Hoisted out of the time loop: X W_x + b for all T steps in one GEMM. (T, B, G*H), and W_h."""
@@ -81,6 +111,7 @@ class ScratchRNN(_ScratchCell):
     name = "rnn-scratch"
     description = "d2l 8.5's RNN from scratch: explicit W_xh, W_hh, b_h and tanh."
     gates = ("h",)
+    _step_fn = staticmethod(torch.rnn_tanh_cell)
 
     def forward(self, inputs, state):  # (T, B, E), (L, B, H) -> (T, B, H), (L, B, H)
         x, finals = inputs, []
@@ -113,6 +144,16 @@ class ScratchGRU(_ScratchCell):
         super().__init__(input_size, hidden_size, num_layers, dropout, **options)
         self.b_hn = nn.ParameterList(nn.Parameter(torch.zeros(hidden_size)) for _ in range(num_layers))
 
+    _step_fn = staticmethod(torch.gru_cell)
+
+    def _param_lists(self):
+        return [*super()._param_lists(), self.b_hn]
+
+    def _torch_layout(self, layer: int) -> tuple:
+        w_ih, w_hh, b, _ = super()._torch_layout(layer)
+        b_hh = torch.cat([torch.zeros_like(b[:2 * self.hidden_size]), self.b_hn[layer]])  # b_hn inside the reset product
+        return w_ih, w_hh, b, b_hh
+
     def forward(self, inputs, state):  # (T, B, E), (L, B, H) -> (T, B, H), (L, B, H)
         x, finals = inputs, []
         for layer in range(self.num_layers):
@@ -142,6 +183,7 @@ class ScratchLSTM(_ScratchCell):
     name = "lstm-scratch"
     description = "d2l 9.2's LSTM from scratch: input, forget and output gates and a memory cell."
     gates = ("i", "f", "c", "o")  # torch's order i, f, g, o
+    _step_fn = staticmethod(torch.lstm_cell)
 
     def begin_state(self, batch_size, device="cpu"):
         shape = (self.num_layers, batch_size, self.hidden_size)
@@ -179,23 +221,35 @@ class _FusedCell(Cell):
     def forward(self, inputs, state):
         return self.rnn(inputs, state)
 
+    def step(self, x, state):  # (N, E), state -> top layer's (N, H), new state
+        """One time step for generation: torch's one-step kernel per layer on the module's own weights
+        (what nn.RNNCell/GRUCell/LSTMCell run), without nn.RNN's sequence machinery."""
+        w = self.rnn._flat_weights  # [w_ih, w_hh, b_ih, b_hh] per layer, kept current by torch
+        layers = [tuple(w[4 * k: 4 * k + 4]) for k in range(self.num_layers)]
+        drop = self.rnn.dropout if self.training and self.rnn.dropout > 0 else 0.0
+        return _step_layers(self._step_fn, layers, x, state,
+                            (lambda t: nn.functional.dropout(t, drop, True)) if drop else None)
+
 
 class RNN(_FusedCell):
     name = "rnn"
     description = "torch.nn.RNN with tanh: the fused version of d2l 8.6's concise RNN."
     torch_class = nn.RNN
+    _step_fn = staticmethod(torch.rnn_tanh_cell)
 
 
 class GRU(_FusedCell):
     name = "gru"
     description = "torch.nn.GRU: the fused gated recurrent unit (d2l 9.1)."
     torch_class = nn.GRU
+    _step_fn = staticmethod(torch.gru_cell)
 
 
 class LSTM(_FusedCell):
     name = "lstm"
     description = "torch.nn.LSTM: the fused long short-term memory (d2l 9.2); state is (H, C)."
     torch_class = nn.LSTM
+    _step_fn = staticmethod(torch.lstm_cell)
 
     def begin_state(self, batch_size, device="cpu"):
         shape = (self.num_layers, batch_size, self.hidden_size)
@@ -203,6 +257,32 @@ class LSTM(_FusedCell):
 
     def hidden_units(self, state):
         return {"h": state[0], "c": state[1]}
+
+
+def _step_layers(step_fn, layers, x, state, dropout=None):
+    """Run ``step_fn`` (torch.rnn_tanh_cell / gru_cell / lstm_cell) up a stack of layers for one time step.
+
+    x (N, E); state (L, N, H), or (H, C) of that shape for the LSTM; ``dropout`` between layers or None.
+    Returns the top layer's output (N, H) and the new state."""
+    if step_fn is torch.lstm_cell:
+        H0, C0 = state
+        hs, cs = [], []
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
+            if k and dropout is not None:
+                x = dropout(x)
+            x, c = step_fn(x, (H0[k], C0[k]), w_ih, w_hh, b_ih, b_hh)
+            hs.append(x)
+            cs.append(c)
+        if len(layers) == 1:
+            return x, (x.unsqueeze(0), c.unsqueeze(0))
+        return x, (torch.stack(hs), torch.stack(cs))
+    hs = []
+    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
+        if k and dropout is not None:
+            x = dropout(x)
+        x = step_fn(x, state[k], w_ih, w_hh, b_ih, b_hh)
+        hs.append(x)
+    return x, (x.unsqueeze(0) if len(layers) == 1 else torch.stack(hs))
 
 
 @rnnstudio.hookimpl

@@ -104,7 +104,10 @@ class RNNLanguageModel(nn.Module):
 
         A cell may define ``step(x, state) -> (h, state)`` over one time step (x (N, E), h (N, H) the
         top layer's output) to skip its sequence machinery; other cells run ``forward`` with T = 1."""
-        x = self.embedding(idx) if self.embedding is not None else self._one_hot_rows(idx)  # (N, E)
+        if self.embedding is not None:
+            x = F.embedding(idx, self.embedding.weight)  # (N, E): self.embedding without the module call
+        else:
+            x = self._one_hot_rows(idx)  # (N, V)
         cell_step = getattr(self.cell, "step", None)
         if cell_step is not None:
             h, state = cell_step(x, state)
@@ -123,7 +126,7 @@ class RNNLanguageModel(nn.Module):
         if eye is None or eye.device != idx.device or eye.dtype != dtype:
             with torch.inference_mode(False):  # a normal tensor, even when first made during generation
                 eye = self._eye = torch.eye(V, dtype=dtype, device=idx.device)
-        return eye[idx]
+        return F.embedding(idx, eye)  # eye[idx], a cheaper call
 
     @staticmethod
     def flat_targets(targets: torch.Tensor) -> torch.Tensor:

@@ -95,31 +95,40 @@ def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_pref
         with onednn_off():
             logits, state = model.forward_flat(x, state)  # warm-up over the whole prefix: (L*N, V)
         last = logits[-n:]  # time-major: the final step's N rows
-        sep = vocab.separator
-        texts = [prefix] * n
+        sep, tokens, stop_at = vocab.separator, vocab.idx_to_token, cfg.stop_at
+        pieces = [sep + t for t in tokens]  # token id -> the text it adds
+        tails = [""] * n  # the end of each sample's generated text, kept only to look for stop_at
         done = [False] * n
+        step, greedy, temperature = model.step, cfg.greedy, cfg.temperature
+        filtering = cfg.top_k or cfg.top_p < 1.0
         for _ in range(cfg.length):
-            if cfg.greedy:
+            if greedy:
                 nxt = last.argmax(dim=-1)
             else:
-                scaled = filter_logits(last.float() / cfg.temperature, cfg.top_k, cfg.top_p)
-                probs = torch.softmax(scaled, dim=-1).cpu()
+                scaled = last.float()
+                if temperature != 1.0:  # x / 1 == x exactly, so skipping the op changes nothing
+                    scaled = scaled / temperature
+                if filtering:
+                    scaled = filter_logits(scaled, cfg.top_k, cfg.top_p)
+                probs = torch.softmax(scaled, dim=-1)
+                if probs.device.type != "cpu":  # the seeded generator lives on the CPU
+                    probs = probs.cpu()
                 nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-            out = []
-            for i, tok in enumerate(nxt.tolist()):
-                if done[i]:
-                    out.append("")
-                    continue
-                piece = sep + vocab.idx_to_token[tok]
-                texts[i] += piece
-                out.append(piece)
-                if cfg.stop_at and texts[i][len(prefix):].endswith(cfg.stop_at):
-                    done[i] = True
+            out = [pieces[tok] for tok in nxt.tolist()]
+            if stop_at:
+                for i, piece in enumerate(out):
+                    if done[i]:
+                        out[i] = ""
+                        continue
+                    tail = tails[i] + piece
+                    done[i] = tail.endswith(stop_at)
+                    tails[i] = tail[-len(stop_at):]  # all that endswith needs next time
             yield out
-            if all(done):
+            if stop_at and all(done):
                 break
-            logits, state = model.step(nxt.to(device), state)  # one token per sample: (N, V)
-            last = logits
+            if nxt.device != device:
+                nxt = nxt.to(device)
+            last, state = step(nxt, state)  # one token per sample: logits (N, V)
     finally:
         model.train(was_training)
 
