@@ -40,6 +40,7 @@ class _ScratchCell(Cell):
                 getattr(self, f"b_{g}").append(nn.Parameter(torch.zeros(hidden_size)))
         self.drop = nn.Dropout(dropout)
         self._step_cache = None  # (key, weights) for ``step`` without autograd
+        self._step_params = None  # the parameters that key is made of
 
     def stacked(self, layer: int):
         """A layer's gate weights side by side: W_x (E, G*H), W_h (H, G*H), b (G*H,)."""
@@ -55,23 +56,26 @@ class _ScratchCell(Cell):
     def _step_dropout(self):
         return self.drop if self.training and self.dropout > 0 else None
 
-    def _step_weights(self) -> list[tuple]:
-        """Per layer (w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh) in torch's layout. Without autograd they are
-        cached, keyed on every parameter's identity and version, so they are rebuilt only after the weights change."""
+    def _step_weights(self) -> list:
+        """w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh per layer, flat, in torch's layout. Without autograd they
+        are cached, keyed on every parameter's storage and version, so they are rebuilt only after the weights change."""
         if torch.is_grad_enabled():
-            return [self._torch_layout(layer) for layer in range(self.num_layers)]
-        params = self._flat_params()
-        key = [(p.data_ptr(), p._version) for p in params]
+            return [w for layer in range(self.num_layers) for w in self._torch_layout(layer)]
+        key = self._step_cache_key()
         if self._step_cache is None or self._step_cache[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # normal tensors, even when built during generation
-                self._step_cache = (key, [self._torch_layout(layer) for layer in range(self.num_layers)])
+                self._step_cache = (key, [w for layer in range(self.num_layers) for w in self._torch_layout(layer)])
         return self._step_cache[1]
 
-    def _flat_params(self) -> list[nn.Parameter]:
-        return [p for pl in self._param_lists() for p in pl]
+    def _step_cache_key(self) -> list[tuple[int, int]]:
+        # A parameter's storage moves with .to() and its version counts in-place updates (optimizer steps,
+        # load_state_dict). The parameter objects are listed once: walking the ParameterLists costs ~1 us each.
+        if self._step_params is None:
+            self._step_params = [p for name in self._list_names() for p in getattr(self, name)]
+        return [(p.data_ptr(), p._version) for p in self._step_params]
 
-    def _param_lists(self):
-        return [getattr(self, f"{kind}{g}") for g in self.gates for kind in ("W_x", "W_h", "b_")]
+    def _list_names(self) -> tuple[str, ...]:
+        return tuple(f"{kind}{g}" for g in self.gates for kind in ("W_x", "W_h", "b_"))
 
     def _torch_layout(self, layer: int) -> tuple:
         W_x, W_h, b = self.stacked(layer)
@@ -146,8 +150,8 @@ class ScratchGRU(_ScratchCell):
 
     _step_fn = staticmethod(torch.gru_cell)
 
-    def _param_lists(self):
-        return [*super()._param_lists(), self.b_hn]
+    def _list_names(self) -> tuple[str, ...]:
+        return (*super()._list_names(), "b_hn")
 
     def _torch_layout(self, layer: int) -> tuple:
         w_ih, w_hh, b, _ = super()._torch_layout(layer)
@@ -224,10 +228,10 @@ class _FusedCell(Cell):
     def step(self, x, state):  # (N, E), state -> top layer's (N, H), new state
         """One time step for generation: torch's one-step kernel per layer on the module's own weights
         (what nn.RNNCell/GRUCell/LSTMCell run), without nn.RNN's sequence machinery."""
-        w = self.rnn._flat_weights  # [w_ih, w_hh, b_ih, b_hh] per layer, kept current by torch
-        layers = [tuple(w[4 * k: 4 * k + 4]) for k in range(self.num_layers)]
-        drop = self.rnn.dropout if self.training and self.rnn.dropout > 0 else 0.0
-        return _step_layers(self._step_fn, layers, x, state,
+        rnn = self.rnn
+        drop = rnn.dropout if self.training and rnn.dropout > 0 else 0.0
+        # rnn._flat_weights: [w_ih, w_hh, b_ih, b_hh] per layer, kept current by torch
+        return _step_layers(self._step_fn, rnn._flat_weights, x, state,
                             (lambda t: nn.functional.dropout(t, drop, True)) if drop else None)
 
 
@@ -259,30 +263,36 @@ class LSTM(_FusedCell):
         return {"h": state[0], "c": state[1]}
 
 
-def _step_layers(step_fn, layers, x, state, dropout=None):
+def _step_layers(step_fn, w, x, state, dropout=None):
     """Run ``step_fn`` (torch.rnn_tanh_cell / gru_cell / lstm_cell) up a stack of layers for one time step.
 
-    x (N, E); state (L, N, H), or (H, C) of that shape for the LSTM; ``dropout`` between layers or None.
-    Returns the top layer's output (N, H) and the new state."""
+    ``w`` is flat: w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh for layer 0, then layer 1, ... (torch's
+    ``_flat_weights`` order). x (N, E); state (L, N, H), or (H, C) of that shape for the LSTM; ``dropout``
+    between layers or None. Returns the top layer's output (N, H) and the new state."""
+    L = len(w) // 4
     if step_fn is torch.lstm_cell:
         H0, C0 = state
+        if L == 1:  # the common case, with the fewest ops
+            h, c = step_fn(x, (H0[0], C0[0]), w[0], w[1], w[2], w[3])
+            return h, (h.unsqueeze(0), c.unsqueeze(0))
         hs, cs = [], []
-        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
+        for k in range(L):
             if k and dropout is not None:
                 x = dropout(x)
-            x, c = step_fn(x, (H0[k], C0[k]), w_ih, w_hh, b_ih, b_hh)
+            x, c = step_fn(x, (H0[k], C0[k]), w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3])
             hs.append(x)
             cs.append(c)
-        if len(layers) == 1:
-            return x, (x.unsqueeze(0), c.unsqueeze(0))
         return x, (torch.stack(hs), torch.stack(cs))
+    if L == 1:
+        h = step_fn(x, state[0], w[0], w[1], w[2], w[3])
+        return h, h.unsqueeze(0)
     hs = []
-    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
+    for k in range(L):
         if k and dropout is not None:
             x = dropout(x)
-        x = step_fn(x, state[k], w_ih, w_hh, b_ih, b_hh)
+        x = step_fn(x, state[k], w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3])
         hs.append(x)
-    return x, (x.unsqueeze(0) if len(layers) == 1 else torch.stack(hs))
+    return x, torch.stack(hs)
 
 
 @rnnstudio.hookimpl

@@ -99,34 +99,46 @@ class RNNLanguageModel(nn.Module):
         logits = self.head(outputs.reshape(-1, outputs.shape[-1]))  # (T*B, V)
         return logits, state
 
-    def step(self, idx: torch.Tensor, state):
+    def step(self, idx: torch.Tensor | list[int], state):
         """One token per row, for generation: ids (N,) -> logits (N, V), new state.
 
-        A cell may define ``step(x, state) -> (h, state)`` over one time step (x (N, E), h (N, H) the
-        top layer's output) to skip its sequence machinery; other cells run ``forward`` with T = 1."""
+        ``idx`` may also be a list of ints (what ``tolist()`` gave the sampler): one id is then a slice of
+        a cached table, no indexing op. A cell may define ``step(x, state) -> (h, state)`` over one time
+        step (x (N, E), h (N, H) the top layer's output) to skip its sequence machinery; other cells run
+        ``forward`` with T = 1."""
+        head = self.head
+        weight = head.weight
         if self.embedding is not None:
-            x = F.embedding(idx, self.embedding.weight)  # (N, E): self.embedding without the module call
-        else:
-            x = self._one_hot_rows(idx)  # (N, V)
-        cell_step = getattr(self.cell, "step", None)
+            table = self.embedding.weight  # (V, E)
+        elif self.config.vocab_size <= 4096:
+            table = self._eye_for(weight)  # (V, V) one-hot rows
+        else:  # a large vocabulary: no V x V identity
+            table = None
+        if isinstance(idx, list):
+            if len(idx) == 1 and table is not None:
+                x = table[idx[0]: idx[0] + 1]  # (1, E): a view
+                idx = None
+            else:
+                idx = torch.tensor(idx, device=weight.device)
+        if idx is not None:
+            x = F.embedding(idx, table) if table is not None else F.one_hot(idx, self.config.vocab_size).to(weight.dtype)
+        cell = self.cell
+        cell_step = getattr(cell, "step", None)
         if cell_step is not None:
             h, state = cell_step(x, state)
         else:
             with onednn_off():
-                outputs, state = self.cell(x[None], state)
+                outputs, state = cell(x[None], state)
             h = outputs[0]
-        return F.linear(h, self.head.weight, self.head.bias), state  # self.head without the module call
+        return F.linear(h, weight, head.bias), state  # self.head without the module call
 
-    def _one_hot_rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """(N,) ids -> (N, V) one-hot rows; small vocabularies gather rows of a cached identity (one op, not two)."""
-        V, dtype = self.config.vocab_size, self.head.weight.dtype
-        if V > 4096:
-            return F.one_hot(idx, V).to(dtype)
+    def _eye_for(self, weight: torch.Tensor) -> torch.Tensor:
+        """The cached (V, V) identity whose rows are the one-hot inputs, on ``weight``'s device and dtype."""
         eye = self._eye
-        if eye is None or eye.device != idx.device or eye.dtype != dtype:
+        if eye is None or eye.dtype != weight.dtype or eye.device != weight.device:
             with torch.inference_mode(False):  # a normal tensor, even when first made during generation
-                eye = self._eye = torch.eye(V, dtype=dtype, device=idx.device)
-        return F.embedding(idx, eye)  # eye[idx], a cheaper call
+                eye = self._eye = torch.eye(self.config.vocab_size, dtype=weight.dtype, device=weight.device)
+        return eye
 
     @staticmethod
     def flat_targets(targets: torch.Tensor) -> torch.Tensor:

@@ -75,60 +75,73 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-@torch.inference_mode()  # cheaper per op than no_grad; nothing made here is ever trained on
+_MAX_CHUNK = 32  # tokens computed per entry into inference mode (a few ms at most)
+
+
 def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_prefix: bool = False) -> Iterator[list[str]]:
     """Yield, for every step, the text of the next token of each of ``cfg.num_samples`` samples.
 
     The prefix runs through the model once; after that each step feeds one token and carries
     the state, so the prefix is never re-run. A finished sample (``stop_at``) yields "".
+    Tokens are computed in chunks (1, 2, 4, ... up to 32) under one ``torch.inference_mode`` each:
+    entering and leaving it around every token cost ~10% of a small model's step, and the mode
+    must not stay on while the caller runs between yields.
     """
     cfg.validate()
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        ids = prefix_to_ids(vocab, prefix, strict=strict_prefix)
         n = cfg.num_samples
+        with torch.inference_mode():  # cheaper per op than no_grad; nothing made here is ever trained on
+            device = next(model.parameters()).device
+            ids = prefix_to_ids(vocab, prefix, strict=strict_prefix)
+            x = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)  # (N, L)
+            state = model.begin_state(n, device)
+            with onednn_off():
+                logits, state = model.forward_flat(x, state)  # warm-up over the whole prefix: (L*N, V)
+            last = logits[-n:]  # time-major: the final step's N rows
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
-        x = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)  # (N, L)
-        state = model.begin_state(n, device)
-        with onednn_off():
-            logits, state = model.forward_flat(x, state)  # warm-up over the whole prefix: (L*N, V)
-        last = logits[-n:]  # time-major: the final step's N rows
-        sep, tokens, stop_at = vocab.separator, vocab.idx_to_token, cfg.stop_at
-        pieces = [sep + t for t in tokens]  # token id -> the text it adds
+        pieces = [vocab.separator + t for t in vocab.idx_to_token]  # token id -> the text it adds
+        stop_at, greedy, temperature = cfg.stop_at, cfg.greedy, cfg.temperature
+        filtering = cfg.top_k or cfg.top_p < 1.0
         tails = [""] * n  # the end of each sample's generated text, kept only to look for stop_at
         done = [False] * n
-        step, greedy, temperature = model.step, cfg.greedy, cfg.temperature
-        filtering = cfg.top_k or cfg.top_p < 1.0
-        for _ in range(cfg.length):
-            if greedy:
-                nxt = last.argmax(dim=-1)
-            else:
-                scaled = last.float()
-                if temperature != 1.0:  # x / 1 == x exactly, so skipping the op changes nothing
-                    scaled = scaled / temperature
-                if filtering:
-                    scaled = filter_logits(scaled, cfg.top_k, cfg.top_p)
-                probs = torch.softmax(scaled, dim=-1)
-                if probs.device.type != "cpu":  # the seeded generator lives on the CPU
-                    probs = probs.cpu()
-                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-            out = [pieces[tok] for tok in nxt.tolist()]
-            if stop_at:
-                for i, piece in enumerate(out):
-                    if done[i]:
-                        out[i] = ""
-                        continue
-                    tail = tails[i] + piece
-                    done[i] = tail.endswith(stop_at)
-                    tails[i] = tail[-len(stop_at):]  # all that endswith needs next time
-            yield out
-            if stop_at and all(done):
-                break
-            if nxt.device != device:
-                nxt = nxt.to(device)
-            last, state = step(nxt, state)  # one token per sample: logits (N, V)
+        step = model.step
+        left, chunk, finished = cfg.length, 1, False
+        while left > 0 and not finished:
+            outs = []
+            with torch.inference_mode():
+                for _ in range(min(chunk, left)):
+                    if greedy:
+                        nxt = last.argmax(dim=-1)
+                    else:
+                        scaled = last.float()
+                        if temperature != 1.0:  # x / 1 == x exactly, so skipping the op changes nothing
+                            scaled = scaled / temperature
+                        if filtering:
+                            scaled = filter_logits(scaled, cfg.top_k, cfg.top_p)
+                        probs = torch.softmax(scaled, dim=-1)
+                        if probs.device.type != "cpu":  # the seeded generator lives on the CPU
+                            probs = probs.cpu()
+                        nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                    toks = nxt.tolist()
+                    out = [pieces[tok] for tok in toks]
+                    if stop_at:
+                        for i, piece in enumerate(out):
+                            if done[i]:
+                                out[i] = ""
+                                continue
+                            tail = tails[i] + piece
+                            done[i] = tail.endswith(stop_at)
+                            tails[i] = tail[-len(stop_at):]  # all that endswith needs next time
+                        finished = all(done)
+                    outs.append(out)
+                    left -= 1
+                    if left == 0 or finished:
+                        break
+                    last, state = step(toks, state)  # one token per sample: logits (N, V)
+            yield from outs
+            chunk = min(2 * chunk, _MAX_CHUNK)
     finally:
         model.train(was_training)
 
