@@ -106,25 +106,24 @@ def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_pref
         filtering = cfg.top_k or cfg.top_p < 1.0
         tails = [""] * n  # the end of each sample's generated text, kept only to look for stop_at
         done = [False] * n
-        step = model.step
+        step, on_gpu = model.step, device.type != "cpu"
         left, chunk, finished = cfg.length, 1, False
         while left > 0 and not finished:
             outs = []
             with torch.inference_mode():
                 for _ in range(min(chunk, left)):
                     if greedy:
-                        nxt = last.argmax(dim=-1)
+                        toks = last.argmax(dim=-1).tolist()
                     else:
-                        scaled = last.float()
+                        scaled = last if last.dtype == torch.float32 else last.float()
                         if temperature != 1.0:  # x / 1 == x exactly, so skipping the op changes nothing
                             scaled = scaled / temperature
                         if filtering:
                             scaled = filter_logits(scaled, cfg.top_k, cfg.top_p)
                         probs = torch.softmax(scaled, dim=-1)
-                        if probs.device.type != "cpu":  # the seeded generator lives on the CPU
+                        if on_gpu:  # the seeded generator lives on the CPU
                             probs = probs.cpu()
-                        nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-                    toks = nxt.tolist()
+                        toks = [tok for (tok,) in torch.multinomial(probs, 1, generator=gen).tolist()]  # (N, 1) -> N ids
                     out = [pieces[tok] for tok in toks]
                     if stop_at:
                         for i, piece in enumerate(out):
