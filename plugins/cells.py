@@ -4,6 +4,10 @@ The scratch cells keep d2l's explicit parameters (``W_xh``, ``W_hr``, ``b_f``, .
 the book. For speed they stack a layer's gate weights at call time and run the time loop in
 ``fast_recurrence`` (hand-written BPTT), and each can copy the weights of its torch counterpart
 (``load_from_torch``), which is how the tests prove that both compute the same thing.
+
+Every cell also has ``step(x, state)`` for generation, one token at a time: torch's one-step kernels
+(``torch.rnn_tanh_cell``/``gru_cell``/``lstm_cell``) on the layer weights, with the scratch cells'
+stacked weights cached between tokens (rebuilding them cost more than the step itself).
 """
 
 from __future__ import annotations
