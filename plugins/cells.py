@@ -48,6 +48,12 @@ class _ScratchCell(Cell):
 
     def stacked(self, layer: int):
         """A layer's gate weights side by side: W_x (E, G*H), W_h (H, G*H), b (G*H,)."""
+        if not torch.is_grad_enabled():  # inference: views of step()'s cache, no 3 MB copy per call
+            w = self._step_weights()
+            return w[4 * layer].T, w[4 * layer + 1].T, w[4 * layer + 2]
+        return self._cat_gates(layer)
+
+    def _cat_gates(self, layer: int):
         W_x = torch.cat([getattr(self, f"W_x{g}")[layer] for g in self.gates], dim=1)
         W_h = torch.cat([getattr(self, f"W_h{g}")[layer] for g in self.gates], dim=1)
         b = torch.cat([getattr(self, f"b_{g}")[layer] for g in self.gates])
@@ -82,7 +88,7 @@ class _ScratchCell(Cell):
         return tuple(f"{kind}{g}" for g in self.gates for kind in ("W_x", "W_h", "b_"))
 
     def _torch_layout(self, layer: int) -> tuple:
-        W_x, W_h, b = self.stacked(layer)
+        W_x, W_h, b = self._cat_gates(layer)
         return W_x.T.contiguous(), W_h.T.contiguous(), b, None
 
     def input_projection(self, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
