@@ -23,6 +23,7 @@ from rnnstudio import fileio, paths
 from rnnstudio.cli import main as cli_main
 from rnnstudio.errors import RNNStudioError
 from rnnstudio.trainer import TrainConfig, Trainer
+from cli_checks import one_line_error as _one_line_error
 
 TINY = dict(cell="gru", hidden_size=16, batch_size=4, seq_len=8, eval_every=0, device="cpu", threads=1, seed=1)
 
@@ -42,16 +43,6 @@ def _models() -> Path:
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
-
-def _one_line_error(capsys, argv, *must_contain) -> str:
-    """What a user sees for their own mistake: exit 2 and one line on stderr, no traceback."""
-    code = cli_main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("rnnstudio: error: ") and "\n" not in err and "Traceback" not in err, err
-    for text in must_contain:
-        assert text in err, err
-    return err
 
 
 @pytest.fixture

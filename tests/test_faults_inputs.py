@@ -21,6 +21,7 @@ from rnnstudio.errors import RNNStudioError
 from rnnstudio.model import RNNLanguageModel
 from rnnstudio.plugins import load_plugins
 from rnnstudio.trainer import TrainConfig, Trainer
+from cli_checks import one_line_error as _one_line_error
 
 TINY = dict(cell="gru", hidden_size=16, batch_size=4, seq_len=8, eval_every=0, device="cpu", threads=1, seed=1)
 TINY_FLAGS = ["--hidden-size", "16", "--batch-size", "4", "--seq-len", "8", "--max-steps", "5", "--device", "cpu",
@@ -31,16 +32,6 @@ ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 def _config(corpus="text-file", corpus_options=None, **kw) -> TrainConfig:
     return TrainConfig(corpus=corpus, corpus_options=corpus_options or {}, **{**TINY, **kw})
 
-
-def _one_line_error(capsys, argv, *must_contain) -> str:
-    """What a user sees for their own mistake: exit 2 and one line on stderr, no traceback."""
-    code = cli_main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("rnnstudio: error: ") and "\n" not in err and "Traceback" not in err, err
-    for text in must_contain:
-        assert text in err, err
-    return err
 
 
 def _nothing_written(home: Path) -> None:
