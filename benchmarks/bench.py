@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 import baselines  # noqa: E402
 from rnnstudio.data import encode_stream  # noqa: E402
 from rnnstudio.errors import RNNStudioError  # noqa: E402
+from rnnstudio.fileio import json_safe  # noqa: E402
 from rnnstudio.model import ModelConfig, RNNLanguageModel  # noqa: E402
 from rnnstudio.plugins import default_host  # noqa: E402
 from rnnstudio.sampling import SamplingConfig, stream  # noqa: E402
@@ -478,17 +479,6 @@ def print_table(res: dict) -> None:
         print(f"   default recipe better: {'yes' if q['default_better'] else 'NO'}")
 
 
-def _finite(obj):
-    """JSON-safe: NaN and infinities become null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def summary(res: dict) -> dict:
     """The headline ratios of items 1-5 and whether each target was met."""
     out = {}
@@ -561,7 +551,7 @@ def main(argv=None) -> int:
     print_table(res)
     print(f"\ntotal {res['seconds']:.0f} s")
     if args.json:
-        print(json.dumps(_finite(res)))
+        print(json.dumps(json_safe(res)))
     return 0
 
 

@@ -13,23 +13,13 @@ import warnings
 from pathlib import Path
 
 from .errors import RNNStudioError
+from .fileio import json_safe
 
 EXIT_USER_ERROR = 2
 
 
-def _clean(obj):
-    """JSON-safe: NaN and infinities become null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def _print_json(obj) -> None:
-    print(json.dumps(_clean(obj), ensure_ascii=False), flush=True)
+    print(json.dumps(json_safe(obj), ensure_ascii=False), flush=True)
 
 
 def _host(args):

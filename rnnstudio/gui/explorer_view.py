@@ -291,10 +291,9 @@ class ExplorerView(QWidget):
 
 def page(window):
     """The main window's tab (see ``pages.py``): refreshed whenever models change or a training run ends."""
-    view = ExplorerView(window.host)
-    window.models_changed.connect(view.refresh_models)
-    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
-    return view
+    from .pages import attach_view
+
+    return attach_view(window, ExplorerView(window.host), "refresh_models")
 
 
 def screenshot(window) -> None:

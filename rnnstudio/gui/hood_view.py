@@ -133,10 +133,9 @@ class HoodView(QWidget):
 
 def page(window):
     """The main window's tab (see ``pages.py``): refreshed whenever models change or a training run ends."""
-    view = HoodView(window.host)
-    window.models_changed.connect(view.refresh_models)
-    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
-    return view
+    from .pages import attach_view
+
+    return attach_view(window, HoodView(window.host), "refresh_models")
 
 
 def screenshot(window) -> None:

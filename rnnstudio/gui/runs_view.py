@@ -189,10 +189,9 @@ class RunsView(QWidget):
 
 def page(window):
     """The main window's tab (see ``pages.py``): refreshed whenever models change or a training run ends."""
-    view = RunsView()
-    window.models_changed.connect(view.refresh)
-    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
-    return view
+    from .pages import attach_view
+
+    return attach_view(window, RunsView(), "refresh")
 
 
 def screenshot(window) -> None:
