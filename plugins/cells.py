@@ -43,14 +43,17 @@ class _ScratchCell(Cell):
                 getattr(self, f"W_h{g}").append(nn.Parameter(torch.randn(hidden_size, hidden_size) * std))
                 getattr(self, f"b_{g}").append(nn.Parameter(torch.zeros(hidden_size)))
         self.drop = nn.Dropout(dropout)
-        self._step_cache = None  # (key, weights) for ``step`` without autograd
+        self._weight_cache = {}  # kind -> (key, weights): stacked weights reused while the parameters are unchanged
         self._step_params = None  # the parameters that key is made of
 
     def stacked(self, layer: int):
-        """A layer's gate weights side by side: W_x (E, G*H), W_h (H, G*H), b (G*H,)."""
-        if not torch.is_grad_enabled():  # inference: views of step()'s cache, no 3 MB copy per call
-            w = self._step_weights()
-            return w[4 * layer].T, w[4 * layer + 1].T, w[4 * layer + 2]
+        """A layer's gate weights side by side, as ``forward``'s time loop takes them: W_x (E, G*H),
+        W_h (H, G*H), b (G*H,). Without autograd they come from a cache (no 3 MB copy per call)."""
+        if not torch.is_grad_enabled():
+            return self._cached("stacked", lambda: [self._loop_layout(k) for k in range(self.num_layers)])[layer]
+        return self._loop_layout(layer)
+
+    def _loop_layout(self, layer: int):
         return self._cat_gates(layer)
 
     def _cat_gates(self, layer: int):
@@ -69,13 +72,19 @@ class _ScratchCell(Cell):
     def _step_weights(self) -> list:
         """w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh per layer, flat, in torch's layout. Without autograd they
         are cached, keyed on every parameter's storage and version, so they are rebuilt only after the weights change."""
+        build = lambda: [w for layer in range(self.num_layers) for w in self._torch_layout(layer)]  # noqa: E731
         if torch.is_grad_enabled():
-            return [w for layer in range(self.num_layers) for w in self._torch_layout(layer)]
+            return build()
+        return self._cached("step", build)
+
+    def _cached(self, kind: str, build):
+        """``build()``'s result, rebuilt only after a parameter changed (only used without autograd)."""
         key = self._step_cache_key()
-        if self._step_cache is None or self._step_cache[0] != key:
+        hit = self._weight_cache.get(kind)
+        if hit is None or hit[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # normal tensors, even when built during generation
-                self._step_cache = (key, [w for layer in range(self.num_layers) for w in self._torch_layout(layer)])
-        return self._step_cache[1]
+                hit = self._weight_cache[kind] = (key, build())
+        return hit[1]
 
     def _step_cache_key(self) -> list[tuple[int, int]]:
         # A parameter's storage moves with .to() and its version counts in-place updates (optimizer steps,
@@ -207,7 +216,7 @@ class ScratchLSTM(_ScratchCell):
         H0, C0 = state
         x, hs, cs = inputs, [], []
         for layer in range(self.num_layers):
-            xg, W_h = self.input_projection(x, layer)  # (T, B, 4H): i, f, candidate, o
+            xg, W_h = self.input_projection(x, layer)  # (T, B, 4H): i, f, o, 2 x candidate
             x, c = lstm_layer(xg, H0[layer], C0[layer], W_h)
             hs.append(x[-1])
             cs.append(c)
@@ -215,6 +224,15 @@ class ScratchLSTM(_ScratchCell):
 
     def hidden_units(self, state):
         return {"h": state[0], "c": state[1]}
+
+    def _loop_layout(self, layer: int):
+        """The order ``lstm_layer`` wants: i, f, o, then the candidate block doubled, so that a single
+        sigmoid over all gates gives C~ as 2 sigmoid(2a) - 1 = tanh(a)."""
+        def cat(kind, dim):
+            blocks = [getattr(self, f"{kind}{g}")[layer] for g in ("i", "f", "o", "c")]
+            blocks[-1] = blocks[-1] * 2
+            return torch.cat(blocks, dim=dim)
+        return cat("W_x", 1), cat("W_h", 1), cat("b_", 0)
 
     def load_from_torch(self, module: nn.LSTM) -> None:
         """Copy an ``nn.LSTM`` with the same sizes (torch's gate order i, f, g, o)."""
