@@ -437,3 +437,33 @@ def test_app_resources_and_window_start(qtbot):
     assert win.training.corpus_combo.currentData() == "python-docs"  # a first-time user can press Start
     assert [win.tabs.tabText(i) for i in range(3)] == ["Training", "Generate", "Models"]
     win.close()
+
+
+def test_live_charts_redraw_both_plots_while_points_keep_arriving(qtbot):
+    """Training sends points every 50 ms; the secondary metric plot must still be drawn during the run,
+    not only at its end (it used to starve behind the perplexity plot)."""
+    from PySide6.QtCore import QTimer
+
+    from rnnstudio.gui.charts import TrainingCharts
+
+    charts = TrainingCharts(["accuracy"])
+    qtbot.addWidget(charts)
+    step = [0]
+
+    def feed():
+        step[0] += 1
+        charts.add_train_points([(step[0], {"perplexity": 10.0 / step[0] + 1, "accuracy": 0.01 * step[0]})])
+
+    timer = QTimer()
+    timer.setInterval(50)
+    timer.timeout.connect(feed)
+    timer.start()
+    def drawn(curve) -> int:
+        xs = curve.getData()[0]
+        return 0 if xs is None else len(xs)
+
+    try:
+        qtbot.waitUntil(lambda: drawn(charts.metric_train_curve) > 0, timeout=5000)
+        assert drawn(charts.train_curve) > 0
+    finally:
+        timer.stop()

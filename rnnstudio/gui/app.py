@@ -29,6 +29,10 @@ def stylesheet() -> str:
 def create_app(argv: list[str] | None = None) -> QApplication:
     """The QApplication with the app's name, icon and stylesheet (an existing one is reused, e.g. in tests)."""
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
+    # Training runs in a worker thread that needs the GIL back after every torch op; while this thread
+    # runs Python (chart drawing), CPython hands the GIL over only every switch interval (5 ms by
+    # default). 1 ms keeps the worker's waits short (bench.py --only gui: GUI/CLI tokens/s).
+    sys.setswitchinterval(0.001)
     app.setApplicationName("RNN Studio")
     app.setOrganizationName("rnnstudio")
     app.setWindowIcon(app_icon())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer
@@ -17,8 +18,11 @@ TRAIN_LABEL = "train (mean since last validation)"
 VAL_PEN = pg.mkPen("#e08a00", width=2)
 # Rendering one pyqtgraph plot costs ~20-25 ms of the GUI thread here, so new points are drawn on a
 # timer, one plot per tick (two at once would block the event loop for ~50 ms); the data itself is
-# kept as it arrives. Measured with benchmarks/bench.py --only gui.
+# kept as it arrives. The GUI thread's Python also holds the GIL that the training thread needs between
+# its torch ops, so the secondary metric plot is redrawn less often. Measured with
+# benchmarks/bench.py --only gui.
 REDRAW_MS = 250
+REDRAW_EVERY_S = {"main": 0.25, "metric": 1.0}  # the least time between two redraws of each plot
 
 
 class MetricSeries:
@@ -44,6 +48,7 @@ class TrainingCharts(QWidget):
         self.metric_names = list(metric_names)  # listed before any value arrives
         self.train: dict[str, MetricSeries] = {}
         self.val: dict[str, MetricSeries] = {}
+        self._drawn_at = {"main": -math.inf, "metric": -math.inf}  # monotonic time of each plot's last redraw
         self._stale: set[str] = set()  # plots with points not drawn yet: "main", "metric"
 
         self.ppl_plot = pg.PlotWidget()
@@ -130,11 +135,17 @@ class TrainingCharts(QWidget):
             self._redraw.start()
 
     def _redraw_one(self) -> None:
-        """Timer tick: redraw one stale plot, and come back for the other."""
-        if "main" in self._stale:
-            self._refresh_main()
-        elif "metric" in self._stale:
-            self._refresh_metric(self.metric_choice.currentText())
+        """Timer tick: redraw one stale plot that is due (the one drawn longest ago), and come back for the rest.
+        Points arrive every 50 ms while training, so "main first" would starve the metric plot."""
+        now = time.monotonic()
+        due = [name for name in ("main", "metric")
+               if name in self._stale and now - self._drawn_at[name] >= REDRAW_EVERY_S[name]]
+        if due:
+            name = min(due, key=self._drawn_at.__getitem__)
+            if name == "main":
+                self._refresh_main()
+            else:
+                self._refresh_metric(self.metric_choice.currentText())
         if self._stale:
             self._redraw.start()
 
@@ -146,6 +157,7 @@ class TrainingCharts(QWidget):
 
     def _refresh_main(self) -> None:
         self._stale.discard("main")
+        self._drawn_at["main"] = time.monotonic()
         empty = MetricSeries()
         t, v = self.train.get(self.MAIN, empty), self.val.get(self.MAIN, empty)
         self.train_curve.setData(t.steps, t.values)
@@ -153,6 +165,7 @@ class TrainingCharts(QWidget):
 
     def _refresh_metric(self, name: str) -> None:
         self._stale.discard("metric")
+        self._drawn_at["metric"] = time.monotonic()
         empty = MetricSeries()
         t, v = self.train.get(name, empty), self.val.get(name, empty)
         self.metric_plot.setTitle(name or "other metrics")
