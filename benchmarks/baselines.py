@@ -110,6 +110,36 @@ class RawTorchLoop:
         return X.numel()
 
 
+# -- the ceiling for a scratch RNN -----------------------------------------------------------
+
+class RNNGemmFloor:
+    """Only the GEMMs that d2l's RNN training step cannot do without, at this machine's BLAS rates: per step
+    H_{t-1} W_hh forward and dH_t W_hh^T backward (each (B, H) x (H, H), one after the other), and the
+    weight gradient sum_t H_{t-1}^T dA_t as one GEMM over all steps. No elementwise math, input, head or
+    optimizer. Its tokens/s bounds any float32 implementation of the same math on torch's BLAS: the
+    d2l loop runs these GEMMs too (with the weight gradient split into T thin GEMMs)."""
+
+    name = "rnn GEMM floor"
+
+    def __init__(self, hidden_size=512, batch_size=32, num_steps=35, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        H, B, T = hidden_size, batch_size, num_steps
+        self.W = torch.randn(H, H, generator=gen) * 0.01
+        self.W_T = self.W.T.contiguous()
+        self.Y = torch.randn(T, B, H, generator=gen)
+        self.dA = torch.randn(T, B, H, generator=gen)
+        self.bufs = (torch.empty(B, H), torch.empty(B, H))  # written in turn: a GEMM never reads its own output
+
+    def step(self) -> int:
+        h = self.Y[0]
+        for t, y_t in enumerate(self.Y.unbind(0)):
+            h = torch.addmm(y_t, h, self.W, out=self.bufs[t % 2])
+        for t, d_t in enumerate(self.dA.unbind(0)):
+            torch.addmm(d_t, d_t, self.W_T, out=self.bufs[t % 2])
+        self.Y.flatten(0, 1).T @ self.dA.flatten(0, 1)
+        return self.Y.shape[0] * self.Y.shape[1]
+
+
 # -- raw per-step generation loops ------------------------------------------------------------
 
 TORCH_CELLS = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}

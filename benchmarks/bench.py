@@ -162,13 +162,14 @@ def bench_training(settings, cells, hidden, budget, steps, gemm) -> dict:
     base = {"d2l": baselines.D2LScratchLoop(ids, V, hidden)}
     for fam in ("rnn", "gru", "lstm"):
         base[fam] = baselines.RawTorchLoop(fam, ids, V, hidden)
+    floor = baselines.RNNGemmFloor(hidden)  # what rnn-scratch could reach if nothing but its GEMMs cost time
     ours = {}
     for cell in cells:
         try:
             ours[cell] = TrainerContender(cell, settings, hidden)
         except Exception as exc:  # a broken cell is reported, the suite goes on
             log(f"  {cell}: could not start ({type(exc).__name__}: {exc})")
-    contenders = list(base.values()) + list(ours.values())
+    contenders = list(base.values()) + [floor] + list(ours.values())
     try:
         rates = run_rounds(contenders, budget, steps)
     finally:
@@ -183,6 +184,10 @@ def bench_training(settings, cells, hidden, budget, steps, gemm) -> dict:
 
     rows = [row(base["d2l"].name, "rnn", "baseline")]
     rows += [row(base[f].name, f, "baseline") for f in ("rnn", "gru", "lstm")]
+    ceiling = row(floor.name, "rnn", "bound")
+    ceiling.update(vs=base["d2l"].name, ratio=ceiling["median_tokens_per_s"] / rows[0]["median_tokens_per_s"],
+                   ratio_best=ceiling["tokens_per_s"] / rows[0]["tokens_per_s"], target=None, met=None)
+    rows.append(ceiling)
     base_rate = {"d2l": rows[0]["tokens_per_s"], **{f: rows[i + 1]["tokens_per_s"] for i, f in enumerate(("rnn", "gru", "lstm"))}}
     base_median = {k: next(r["median_tokens_per_s"] for r in rows if r["name"] == base[k].name) for k in base}
     base_name = {"d2l": base["d2l"].name, **{f: base[f].name for f in ("rnn", "gru", "lstm")}}

@@ -101,12 +101,22 @@ class _ScratchCell(Cell):
         return W_x.T.contiguous(), W_h.T.contiguous(), b, None
 
     def input_projection(self, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hoisted out of the time loop: X W_x + b for all T steps in one GEMM. (T, B, G*H), and W_h."""
+        """Hoisted out of the time loop: X W_x + b for all T steps in one GEMM. (T, B, G*H), and W_h.
+        ``x`` may also be token ids (T, B) for layer 0 (``forward_tokens``): X is then one-hot, and
+        X W_x is the ids' rows of W_x, gathered (a third of the one-hot GEMM's time, forward and backward)."""
+        W_x, W_h, b = self.stacked(layer)
+        if not x.is_floating_point():
+            return nn.functional.embedding(x, W_x).add_(b), W_h
         if layer:
             x = self.drop(x)
-        W_x, W_h, b = self.stacked(layer)
         T, B = x.shape[:2]
         return torch.addmm(b, x.reshape(T * B, -1), W_x).view(T, B, -1), W_h
+
+    def forward_tokens(self, idx: torch.Tensor, state):  # (T, B) ids, state -> (T, B, H), state
+        """``forward`` on one-hot inputs, given as token ids: what the model calls when it has no embedding."""
+        if idx.is_floating_point():
+            raise TypeError("forward_tokens takes integer token ids (T, B)")
+        return self.forward(idx, state)
 
     @torch.no_grad()
     def _copy_torch_weights(self, module: nn.RNNBase, order: tuple[str, ...]) -> None:

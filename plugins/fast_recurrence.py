@@ -71,11 +71,11 @@ def _minus_one(like: torch.Tensor) -> torch.Tensor:
 class _RNNLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, W_hh):  # (T, B, H), (B, H), (H, H) -> Y (T, B, H)
-        Y = xw.new_empty(xw.shape)
+        Y = xw.clone()  # each row becomes xw_t + H W_hh in place: no per-step copy of xw_t into the GEMM's output
         minus_one = _minus_one(xw)
         h = h0
-        for x_t, y_t in zip(xw.unbind(0), Y.unbind(0)):
-            s = torch.addmm(x_t, h, W_hh, beta=2, alpha=2, out=y_t).sigmoid_()  # sigmoid(2 (xw_t + H W_hh))
+        for y_t in Y.unbind(0):
+            s = torch.addmm(y_t, h, W_hh, beta=2, alpha=2, out=y_t).sigmoid_()  # sigmoid(2 (xw_t + H W_hh))
             h = torch.add(minus_one, s, alpha=2, out=y_t)  # = tanh(xw_t + H W_hh)
         ctx.save_for_backward(h0, W_hh, Y)
         return Y
@@ -84,15 +84,17 @@ class _RNNLayer(torch.autograd.Function):
     def backward(ctx, dY):
         h0, W_hh, Y = ctx.saved_tensors
         T = Y.shape[0]
-        dpre = torch.mul(Y, Y).neg_().add_(1)  # tanh' = 1 - tanh^2 for all steps; becomes the pre-activation's gradient
+        # dpre starts as the outputs' gradients; walking back, row t - 1 gains the recurrent gradient from
+        # row t in place, and row t becomes the pre-activation's gradient (times tanh' = 1 - tanh^2).
+        dpre = dY.clone(memory_format=torch.contiguous_format)
+        dtanh = torch.mul(Y, Y, out=_scratch("rnn tanh'", Y.shape, Y)).neg_().add_(1)
         W_hhT = _transposed(W_hh, "rnn W^T")
-        dYs, dpres = dY.unbind(0), dpre.unbind(0)
-        dh = dY[-1]
-        for t in range(T - 1, -1, -1):
-            d = dpres[t].mul_(dh)
-            dh = torch.addmm(dYs[t - 1], d, W_hhT) if t else d @ W_hhT  # + the output's gradient
+        dpres, dtanhs = dpre.unbind(0), dtanh.unbind(0)
+        for t in range(T - 1, 0, -1):
+            torch.addmm(dpres[t - 1], dpres[t].mul_(dtanhs[t]), W_hhT, out=dpres[t - 1])
+        dh0 = dpres[0].mul_(dtanhs[0]) @ W_hhT
         dW_hh = _weight_grad(h0, Y, dpre)
-        return dpre, dh, dW_hh
+        return dpre, dh0, dW_hh
 
 
 def rnn_layer(xw, h0, W_hh):

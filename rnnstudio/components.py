@@ -61,6 +61,11 @@ class Cell(nn.Module, Component):
     The core owns the input encoding and the output projection; a cell owns only the recurrence.
     The state is whatever ``begin_state`` returns (a tensor or a tuple of tensors), always passed
     in and returned, never stored on the module.
+
+    Two optional methods make a cell faster; the core uses them when present:
+    ``step(x, state) -> (h, state)`` runs one time step for generation (x (N, E), h the top layer's
+    (N, H)), and ``forward_tokens(idx, state)`` is ``forward`` on one-hot inputs given as token ids
+    (T, B), so a cell can gather weight rows instead of multiplying by one-hot vectors.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, **options: Any):

@@ -95,7 +95,11 @@ class RNNLanguageModel(nn.Module):
         B = idx.shape[0]
         if state is None:
             state = self.begin_state(B, idx.device)
-        outputs, state = self.cell(self.encode(idx.T), state)  # (T, B, H)
+        cell = self.cell
+        if self.embedding is None and hasattr(cell, "forward_tokens"):  # one-hot inputs, as ids: the cell gathers rows
+            outputs, state = cell.forward_tokens(idx.T, state)  # (T, B, H)
+        else:
+            outputs, state = cell(self.encode(idx.T), state)  # (T, B, H)
         logits = self.head(outputs.reshape(-1, outputs.shape[-1]))  # (T*B, V)
         return logits, state
 
