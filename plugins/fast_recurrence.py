@@ -199,7 +199,8 @@ class _LSTMLayer(torch.autograd.Function):
         Kf[1:].mul_(C[:-1])
         Ko.mul_(TC)  # H = O tanh(C)
         Kc.mul_(S[..., :H]).mul_(2)
-        Dc = torch.mul(TC, TC, out=_scratch("lstm Dc", TC.shape, TC)).neg_().add_(1).mul_(S[..., 2 * H:3 * H])  # dC/dH: O (1 - tanh(C)^2)
+        Dc = torch.mul(TC, TC, out=_scratch("lstm Dc", TC.shape, TC))  # dC/dH: O (1 - tanh(C)^2)
+        Dc.neg_().add_(1).mul_(S[..., 2 * H:3 * H])
         dG = torch.empty_like(S)  # gradient of the gate pre-activations
         W_hT = _transposed(W_h, "lstm W^T")
         dYs, Dcs, Kos, dGs = dY.unbind(0), Dc.unbind(0), Ko.unbind(0), dG.unbind(0)
