@@ -368,7 +368,7 @@ def _existing_idle_model(name: str) -> Path:
         raise RNNStudioError(f"no model named {name!r} (looked in {path.parent}); refresh the list")
     lock = ModelLock(name)
     owner = lock._owner() if lock.path.exists() else None
-    if owner is not None and _alive(owner):
+    if owner is not None and process_alive(owner):
         raise RNNStudioError(f"model {name!r} is being trained right now; stop the training first")
     return path
 
@@ -430,7 +430,7 @@ class ModelLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner is not None and _alive(owner):
+                if owner is not None and process_alive(owner):
                     who = "another machine" if owner == -1 else f"process {owner}"
                     raise RNNStudioError(
                         f"model {self.name!r} is already being trained by {who}; wait for it to finish, stop it, "
@@ -473,7 +473,8 @@ class ModelLock:
         self.release()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (-1 stands for another machine's: assumed alive)."""
     if pid == -1:
         return True
     if pid == os.getpid():

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Iterator
@@ -65,6 +66,7 @@ class RunRecorder:
         cfg = self.config
         self.record = {
             "format": FORMAT, "version": VERSION, "id": "", "model": ev.model, "status": "running", "error": None,
+            "pid": os.getpid(), "host": socket.gethostname(),  # lets a reader tell a killed run from a live one
             "started": _now_iso(), "ended": None, "seconds": None, "device": ev.device,
             "parameters": ev.parameters, "vocab_size": ev.vocab_size, "train_tokens": ev.train_tokens,
             "val_tokens": ev.val_tokens, "total_steps": ev.total_steps, "start_step": ev.step,
@@ -225,7 +227,20 @@ def load_run(path_or_id) -> dict:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise RNNStudioError(f"{path.name} is not an RNN Studio run record")
     record["path"] = str(path)
+    if record.get("status") == "running" and _owner_gone(record):
+        # killed (SIGKILL, power loss) before it could close its record: shown as such, the file is left as is
+        record["status"] = "interrupted"
+        record["error"] = record.get("error") or "the training process ended without closing this record (killed?)"
     return record
+
+
+def _owner_gone(record: dict) -> bool:
+    from .checkpoint import process_alive
+
+    pid = record.get("pid")
+    if not isinstance(pid, int) or record.get("host") != socket.gethostname():
+        return False  # an older record, or another machine's: cannot tell
+    return not process_alive(pid)
 
 
 def run_row(record: dict) -> dict:

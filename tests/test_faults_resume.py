@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rnnstudio import checkpoint as ckpt
+from rnnstudio import runs
 from rnnstudio.cli import main as cli_main
 from rnnstudio.trainer import TrainConfig, Trainer
 
@@ -137,6 +138,9 @@ def test_sigkill_mid_training_loses_only_steps_since_last_checkpoint(tiny_corpus
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert last_checkpoint >= 2 * every
+    # Its run record could not be closed; readers see it as interrupted, not as still running.
+    (record,) = [r for r in runs.list_runs() if r.get("model") == "killed"]
+    assert record["status"] == "interrupted" and "killed" in record["error"]
 
     # The folder loads, is listed without error, and holds a checkpoint no older than the last one reported.
     loaded = ckpt.load_model("killed")

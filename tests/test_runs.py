@@ -98,3 +98,18 @@ def test_an_unwritable_runs_folder_never_stops_training(tiny_corpus, rnnstudio_h
                       seq_len=8, max_steps=3, name="norun", eval_every=0)
     events = list(Trainer(cfg).run())
     assert events[-1].kind == "summary" and events[-1].steps == 3
+
+
+def test_a_live_run_reads_as_running(tiny_corpus):
+    """The record of a training that is still going (here, in this process) is not mistaken for a killed one."""
+    gen = Trainer(config(tiny_corpus, "alive", max_steps=50)).run()
+    try:
+        for event in gen:
+            if event.kind == "progress" and event.step == 2:
+                break
+        (record,) = [r for r in runs.list_runs() if r.get("model") == "alive"]
+        assert record["status"] == "running" and record["error"] is None
+    finally:
+        gen.close()
+    (record,) = [r for r in runs.list_runs() if r.get("model") == "alive"]
+    assert record["status"] == "interrupted"
