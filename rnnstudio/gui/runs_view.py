@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
 
 from .. import runs
 from ..errors import RNNStudioError
-from . import charts  # noqa: F401  (the app's pyqtgraph look: white background, dark axes)
+from . import charts  # the app's pyqtgraph look: white background, dark axes, light grid
 from .dialogs import show_error
 
 COLUMNS = ("run", "cell", "corpus", "size", "steps", "val ppl", "best val ppl", "train ppl", "tokens/s", "device",
@@ -52,6 +52,7 @@ class RunsView(QWidget):
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "step")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
+        charts.light_grid(self.plot)
         self.legend = self.plot.addLegend(offset=(-10, 10))
         self.curves: dict[str, pg.PlotDataItem] = {}
 
