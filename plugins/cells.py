@@ -57,6 +57,9 @@ class _ScratchCell(Cell):
         return self._cat_gates(layer)
 
     def _cat_gates(self, layer: int):
+        if len(self.gates) == 1:  # the RNN: its parameters as they are (a one-tensor cat would copy them)
+            g = self.gates[0]
+            return getattr(self, f"W_x{g}")[layer], getattr(self, f"W_h{g}")[layer], getattr(self, f"b_{g}")[layer]
         W_x = torch.cat([getattr(self, f"W_x{g}")[layer] for g in self.gates], dim=1)
         W_h = torch.cat([getattr(self, f"W_h{g}")[layer] for g in self.gates], dim=1)
         b = torch.cat([getattr(self, f"b_{g}")[layer] for g in self.gates])
