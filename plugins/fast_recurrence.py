@@ -71,7 +71,8 @@ def _minus_one(like: torch.Tensor) -> torch.Tensor:
 class _RNNLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, W_hh):  # (T, B, H), (B, H), (H, H) -> Y (T, B, H)
-        Y = xw.clone()  # each row becomes xw_t + H W_hh in place: no per-step copy of xw_t into the GEMM's output
+        # each row becomes xw_t + H W_hh in place: no per-step copy of xw_t into the GEMM's output
+        Y = xw.clone(memory_format=torch.contiguous_format)
         minus_one = _minus_one(xw)
         h = h0
         for y_t in Y.unbind(0):
