@@ -28,7 +28,9 @@ def _scratch(role: str, shape, like: torch.Tensor) -> torch.Tensor:
 
     On CPU a fresh multi-MB tensor comes from a fresh mmap, and touching it costs a page fault per 4 KB
     (~2,000 a step for the LSTM's temporaries alone). Backward passes run one at a time on a thread, and
-    nothing handed back to autograd comes from here, so reuse is safe. Other devices have caching allocators."""
+    nothing handed back to autograd comes from here, so reuse is safe. Other devices have caching allocators.
+    A buffer stays allocated until a call needs another shape or its thread ends (LSTM, hidden 512, batch 32,
+    35 steps: 15 MB)."""
     if like.device.type != "cpu":
         return like.new_empty(shape)
     bufs = _SCRATCH.__dict__.setdefault("bufs", {})
