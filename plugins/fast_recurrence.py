@@ -45,13 +45,17 @@ def _transposed(W: torch.Tensor, role: str) -> torch.Tensor:
     return _scratch(role, W.T.shape, W).copy_(W.T)
 
 
-def _weight_grad(h0: torch.Tensor, Y: torch.Tensor, dG: torch.Tensor) -> torch.Tensor:
-    """sum_t H_{t-1}^T dG_t over all steps, where H_{-1} = h0: one GEMM over steps 1.. plus the first step,
-    without concatenating the previous states."""
-    dW = h0.T @ dG[0]
-    if Y.shape[0] > 1:
-        dW.addmm_(Y[:-1].flatten(0, 1).T, dG[1:].flatten(0, 1))
-    return dW
+def _states_buffer(h0: torch.Tensor, T: int) -> torch.Tensor:
+    """(T + 1, B, H) with row 0 = h0: the time loop writes H_t into row t + 1, so rows 1.. are the outputs
+    and rows ..T - 1 the previous states that the weight gradient needs, both without a copy."""
+    buf = h0.new_empty(T + 1, *h0.shape)
+    buf[0] = h0
+    return buf
+
+
+def _weight_grad(states: torch.Tensor, dG: torch.Tensor) -> torch.Tensor:
+    """sum_t H_{t-1}^T dG_t over all steps in one GEMM; ``states`` is ``_states_buffer``'s (h0, H_1 .. H_T)."""
+    return states[:-1].flatten(0, 1).T @ dG.flatten(0, 1)
 
 
 # -- RNN: H_t = tanh(xw_t + H_{t-1} W_hh) ------------------------------------------------
@@ -73,19 +77,21 @@ def _minus_one(like: torch.Tensor) -> torch.Tensor:
 class _RNNLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, W_hh):  # (T, B, H), (B, H), (H, H) -> Y (T, B, H)
-        # each row becomes xw_t + H W_hh in place: no per-step copy of xw_t into the GEMM's output
-        Y = xw.clone(memory_format=torch.contiguous_format)
+        states = _states_buffer(h0, xw.shape[0])
+        Y = states[1:]
+        Y.copy_(xw)  # each row becomes xw_t + H W_hh in place: no per-step copy of xw_t into the GEMM's output
         minus_one = _minus_one(xw)
         h = h0
         for y_t in Y.unbind(0):
             s = torch.addmm(y_t, h, W_hh, beta=2, alpha=2, out=y_t).sigmoid_()  # sigmoid(2 (xw_t + H W_hh))
             h = torch.add(minus_one, s, alpha=2, out=y_t)  # = tanh(xw_t + H W_hh)
-        ctx.save_for_backward(h0, W_hh, Y)
+        ctx.save_for_backward(W_hh, states)
         return Y
 
     @staticmethod
     def backward(ctx, dY):
-        h0, W_hh, Y = ctx.saved_tensors
+        W_hh, states = ctx.saved_tensors
+        Y = states[1:]
         T = Y.shape[0]
         # dpre starts as the outputs' gradients; walking back, row t - 1 gains the recurrent gradient from
         # row t in place, and row t becomes the pre-activation's gradient (times tanh' = 1 - tanh^2).
@@ -96,7 +102,7 @@ class _RNNLayer(torch.autograd.Function):
         for t in range(T - 1, 0, -1):
             torch.addmm(dpres[t - 1], dpres[t].mul_(dtanhs[t]), W_hhT, out=dpres[t - 1])
         dh0 = dpres[0].mul_(dtanhs[0]) @ W_hhT
-        dW_hh = _weight_grad(h0, Y, dpre)
+        dW_hh = _weight_grad(states, dpre)
         return dpre, dh0, dW_hh
 
 
@@ -113,7 +119,8 @@ class _GRULayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xg, h0, W_h, b_hn):  # (T, B, 3H), (B, H), (H, 3H), (H,) -> Y (T, B, H)
         T, B, H = xg.shape[0], xg.shape[1], h0.shape[1]
-        Y = xg.new_empty(T, B, H)
+        states = _states_buffer(h0, T)
+        Y = states[1:]
         RZ, N, HN = xg.new_empty(T, B, 2 * H), xg.new_empty(T, B, H), xg.new_empty(T, B, H)
         h = h0
         for t in range(T):  # results go straight into the buffers that backward reads
@@ -123,14 +130,14 @@ class _GRULayer(torch.autograd.Function):
             hn = torch.add(hg[:, 2 * H:], b_hn, out=HN[t])  # H W_hh + b_hn
             n = torch.addcmul(xg[t, :, 2 * H:], r, hn, out=N[t]).tanh_()  # candidate H~
             h = torch.addcmul(n, z, h - n, out=Y[t])  # Z H + (1 - Z) H~
-        ctx.save_for_backward(h0, W_h, Y, RZ, N, HN)
+        ctx.save_for_backward(W_h, states, RZ, N, HN)
         return Y
 
     @staticmethod
     def backward(ctx, dY):
-        h0, W_h, Y, RZ, N, HN = ctx.saved_tensors
+        W_h, states, RZ, N, HN = ctx.saved_tensors
+        h0, Y, H_prev = states[0], states[1:], states[:-1]  # H_prev: (T, B, H)
         T, H = Y.shape[0], Y.shape[2]
-        H_prev = torch.cat([h0[None], Y[:-1]])  # (T, B, H)
         R, Z = RZ[..., :H], RZ[..., H:]
         # Local derivatives depend only on forward values: compute them for all steps at once.
         # H' = Z H + (1 - Z) H~ and H~ = tanh(a + R hn), so with g = dL/dH':
@@ -148,7 +155,7 @@ class _GRULayer(torch.autograd.Function):
             torch.mul(dh, dz_dh[t], out=dHG[t, :, H:2 * H])
             torch.mul(dn, R[t], out=dHG[t, :, 2 * H:])  # through R ⊙ (H W_hh + b_hn)
             dh = torch.addmm(dh * Z[t], dHG[t], W_hT)
-        dW_h = _weight_grad(h0, Y, dHG)
+        dW_h = _weight_grad(states, dHG)
         db_hn = dHG[..., 2 * H:].sum((0, 1))
         dxg = torch.cat([dHG[..., :2 * H], dN], dim=2)  # the input side skips R in the candidate block
         return dxg, dh, dW_h, db_hn
@@ -172,7 +179,9 @@ class _LSTMLayer(torch.autograd.Function):
     def forward(ctx, xg, h0, c0, W_h):  # (T, B, 4H), (B, H), (B, H), (H, 4H) -> Y (T, B, H), C_T (B, H)
         T, B, H = xg.shape[0], xg.shape[1], h0.shape[1]
         S = xg.new_empty(T, B, 4 * H)  # sigmoid of the gates' pre-activations: I, F, O and (C~ + 1) / 2
-        Y, C, TC, CC = (xg.new_empty(T, B, H) for _ in range(4))  # outputs, memory cells, tanh(C), C~
+        states = _states_buffer(h0, T)
+        Y = states[1:]  # outputs
+        C, TC, CC = (xg.new_empty(T, B, H) for _ in range(3))  # memory cells, tanh(C), C~
         # per-step views made once: indexing in the loop would cost more than the elementwise math
         xs, Ss, Ys, Cs, TCs, CCs = (a.unbind(0) for a in (xg, S, Y, C, TC, CC))
         Is, Fs, Os, SCs = (block.unbind(0) for block in S.split(H, dim=2))
@@ -185,13 +194,13 @@ class _LSTMLayer(torch.autograd.Function):
             tc = torch.mul(c, 2, out=TCs[t]).sigmoid_()
             tc = torch.add(minus_one, tc, alpha=2, out=TCs[t])  # tanh(C), the same way
             h = torch.mul(Os[t], tc, out=Ys[t])  # H = O tanh(C)
-        ctx.save_for_backward(h0, c0, W_h, Y, S, C, TC, CC)
+        ctx.save_for_backward(c0, W_h, states, S, C, TC, CC)
         return Y, C[-1].clone()
 
     @staticmethod
     def backward(ctx, dY, dC_T):
-        h0, c0, W_h, Y, S, C, TC, CC = ctx.saved_tensors
-        T, B, H = Y.shape
+        c0, W_h, states, S, C, TC, CC = ctx.saved_tensors
+        T, B, H = C.shape
         # Local derivatives depend only on forward values: compute them for all steps at once, in place.
         # K: d(pre-activation)/dC for I, F and C~ (doubled: the caller doubled that block's input), and
         # d(pre-activation)/dH for O.
@@ -217,7 +226,7 @@ class _LSTMLayer(torch.autograd.Function):
             torch.mul(dh, Kos[t], out=dG4s[t][:, 2])
             dc.mul_(Fs[t])
             dh = torch.addmm(dYs[t - 1], dGs[t], W_hT) if t else dGs[t] @ W_hT  # + the output's gradient
-        dW_h = _weight_grad(h0, Y, dG)
+        dW_h = _weight_grad(states, dG)
         return dG, dh, dc, dW_h
 
 
