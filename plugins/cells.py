@@ -27,6 +27,8 @@ class _ScratchCell(Cell):
     """Shared plumbing: explicit per-layer parameters named ``{W_xr, W_hr, b_r, ...}[layer]``."""
 
     gates: tuple[str, ...] = ()  # one letter per gate, in torch's order
+    loop_gates: tuple[str, ...] = ()  # the order ``forward``'s time loop stacks them in (empty: ``gates``)
+    loop_doubled: str = ""  # a gate whose block the time loop wants doubled (its tanh comes from a sigmoid)
     params = (INIT_STD,)
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, **options):
@@ -44,7 +46,7 @@ class _ScratchCell(Cell):
                 getattr(self, f"b_{g}").append(nn.Parameter(torch.zeros(hidden_size)))
         self.drop = nn.Dropout(dropout)
         self._weight_cache = {}  # kind -> (key, weights): stacked weights reused while the parameters are unchanged
-        self._step_params = None  # the parameters that key is made of
+        self._key_params = None  # the parameters that key is made of
 
     def stacked(self, layer: int):
         """A layer's gate weights side by side, as ``forward``'s time loop takes them: W_x (E, G*H),
@@ -54,16 +56,17 @@ class _ScratchCell(Cell):
         return self._loop_layout(layer)
 
     def _loop_layout(self, layer: int):
-        return self._cat_gates(layer)
+        return self._cat_gates(layer, self.loop_gates or self.gates, self.loop_doubled)
 
-    def _cat_gates(self, layer: int):
-        if len(self.gates) == 1:  # the RNN: its parameters as they are (a one-tensor cat would copy them)
-            g = self.gates[0]
-            return getattr(self, f"W_x{g}")[layer], getattr(self, f"W_h{g}")[layer], getattr(self, f"b_{g}")[layer]
-        W_x = torch.cat([getattr(self, f"W_x{g}")[layer] for g in self.gates], dim=1)
-        W_h = torch.cat([getattr(self, f"W_h{g}")[layer] for g in self.gates], dim=1)
-        b = torch.cat([getattr(self, f"b_{g}")[layer] for g in self.gates])
-        return W_x, W_h, b
+    def _cat_gates(self, layer: int, order: tuple[str, ...], doubled: str = ""):
+        """W_x (E, G*H), W_h (H, G*H), b (G*H,) with the gate blocks in ``order``, the ``doubled`` one times 2."""
+        def blocks(kind):
+            return [getattr(self, f"{kind}{g}")[layer] * 2 if g == doubled else getattr(self, f"{kind}{g}")[layer]
+                    for g in order]
+
+        if len(order) == 1 and not doubled:  # the RNN: its parameters as they are (a one-tensor cat would copy)
+            return tuple(blocks(kind)[0] for kind in ("W_x", "W_h", "b_"))
+        return torch.cat(blocks("W_x"), dim=1), torch.cat(blocks("W_h"), dim=1), torch.cat(blocks("b_"))
 
     def step(self, x, state):  # (N, E), state -> top layer's (N, H), new state
         """One time step for generation, on torch's fused one-step kernels (same formulas as ``forward``)."""
@@ -82,25 +85,25 @@ class _ScratchCell(Cell):
 
     def _cached(self, kind: str, build):
         """``build()``'s result, rebuilt only after a parameter changed (only used without autograd)."""
-        key = self._step_cache_key()
+        key = self._weights_key()
         hit = self._weight_cache.get(kind)
         if hit is None or hit[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # normal tensors, even when built during generation
                 hit = self._weight_cache[kind] = (key, build())
         return hit[1]
 
-    def _step_cache_key(self) -> list[tuple[int, int]]:
+    def _weights_key(self) -> list[tuple[int, int]]:
         # A parameter's storage moves with .to() and its version counts in-place updates (optimizer steps,
         # load_state_dict). The parameter objects are listed once: walking the ParameterLists costs ~1 us each.
-        if self._step_params is None:
-            self._step_params = [p for name in self._list_names() for p in getattr(self, name)]
-        return [(p.data_ptr(), p._version) for p in self._step_params]
+        if self._key_params is None:
+            self._key_params = [p for name in self._list_names() for p in getattr(self, name)]
+        return [(p.data_ptr(), p._version) for p in self._key_params]
 
     def _list_names(self) -> tuple[str, ...]:
         return tuple(f"{kind}{g}" for g in self.gates for kind in ("W_x", "W_h", "b_"))
 
     def _torch_layout(self, layer: int) -> tuple:
-        W_x, W_h, b = self._cat_gates(layer)
+        W_x, W_h, b = self._cat_gates(layer, self.gates)
         return W_x.T.contiguous(), W_h.T.contiguous(), b, None
 
     def input_projection(self, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +222,9 @@ class ScratchLSTM(_ScratchCell):
     name = "lstm-scratch"
     description = "d2l 9.2's LSTM from scratch: input, forget and output gates and a memory cell."
     gates = ("i", "f", "c", "o")  # torch's order i, f, g, o
+    # lstm_layer's order: one sigmoid over all four blocks gives C~ as 2 sigmoid(2a) - 1 = tanh(a)
+    loop_gates = ("i", "f", "o", "c")
+    loop_doubled = "c"
     _step_fn = staticmethod(torch.lstm_cell)
 
     def begin_state(self, batch_size, device="cpu"):
@@ -237,15 +243,6 @@ class ScratchLSTM(_ScratchCell):
 
     def hidden_units(self, state):
         return {"h": state[0], "c": state[1]}
-
-    def _loop_layout(self, layer: int):
-        """The order ``lstm_layer`` wants: i, f, o, then the candidate block doubled, so that a single
-        sigmoid over all gates gives C~ as 2 sigmoid(2a) - 1 = tanh(a)."""
-        def cat(kind, dim):
-            blocks = [getattr(self, f"{kind}{g}")[layer] for g in ("i", "f", "o", "c")]
-            blocks[-1] = blocks[-1] * 2
-            return torch.cat(blocks, dim=dim)
-        return cat("W_x", 1), cat("W_h", 1), cat("b_", 0)
 
     def load_from_torch(self, module: nn.LSTM) -> None:
         """Copy an ``nn.LSTM`` with the same sizes (torch's gate order i, f, g, o)."""
