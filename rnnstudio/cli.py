@@ -62,66 +62,10 @@ def cmd_plugins(args) -> int:
 
 
 def train_config_from_args(args):
-    from .params import parse_key_values
-    from .trainer import TrainConfig
+    from .config import TrainConfig
+    from .settings import from_args
 
-    return TrainConfig(
-        corpus=args.corpus, corpus_options=parse_key_values(args.corpus_opt, "--corpus-opt"),
-        cell=args.cell, cell_options=parse_key_values(args.cell_opt, "--cell-opt"),
-        tokens=args.tokens, preprocess=args.preprocess, min_freq=args.min_freq, max_tokens=args.max_tokens,
-        hidden_size=args.hidden_size, num_layers=args.num_layers, dropout=args.dropout,
-        encoding=args.encoding, embed_size=args.embed_size,
-        batch_size=args.batch_size, seq_len=args.seq_len, epochs=args.epochs, max_steps=args.max_steps,
-        optimizer=args.optimizer, lr=args.lr, clip=args.clip, partition=args.partition, seed=args.seed,
-        device=args.device, threads=args.threads, name=args.name, resume=args.resume,
-        eval_every=args.eval_every, sample_every=args.sample_every,
-        checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-    )
-
-
-# TrainConfig field -> `rnnstudio train` flag, in the order the command lists them.
-_TRAIN_FLAGS = (
-    ("corpus", "--corpus"), ("tokens", "--tokens"), ("preprocess", "--preprocess"), ("min_freq", "--min-freq"),
-    ("max_tokens", "--max-tokens"), ("cell", "--cell"), ("hidden_size", "--hidden-size"),
-    ("num_layers", "--num-layers"), ("dropout", "--dropout"), ("encoding", "--encoding"),
-    ("embed_size", "--embed-size"), ("batch_size", "--batch-size"), ("seq_len", "--seq-len"),
-    ("epochs", "--epochs"), ("max_steps", "--max-steps"), ("optimizer", "--optimizer"), ("lr", "--lr"),
-    ("clip", "--clip"), ("partition", "--partition"), ("seed", "--seed"), ("device", "--device"),
-    ("threads", "--threads"), ("name", "--name"), ("eval_every", "--eval-every"),
-    ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"),
-    ("checkpoint_minutes", "--checkpoint-minutes"),
-)
-
-
-def _option_text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def command_for_config(config, *, distributed: bool = False, nproc: int = 2) -> list[str]:
-    """The ``rnnstudio train ...`` argv that reproduces ``config`` (only non-default settings are listed).
-
-    ``distributed`` gives the ``torchrun --standalone --nproc_per_node=N -m rnnstudio train ... --distributed`` form.
-    """
-    from .trainer import TrainConfig
-
-    default = TrainConfig()
-    args: list[str] = []
-    for field_name, flag in _TRAIN_FLAGS:
-        value = getattr(config, field_name)
-        if value is None or value == getattr(default, field_name):
-            continue
-        args += [flag, _option_text(value)]
-    for flag, options in (("--corpus-opt", config.corpus_options), ("--cell-opt", config.cell_options)):
-        for key, value in options.items():
-            if value is not None:
-                args += [flag, f"{key}={_option_text(value)}"]
-    if config.resume:
-        args.append("--resume")
-    if distributed:
-        return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "rnnstudio", "train", *args, "--distributed"]
-    return ["rnnstudio", "train", *args]
+    return from_args(TrainConfig, args)
 
 
 def _resolve_component_options(host, config) -> None:
@@ -397,46 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("plugins", "list corpora, cells and metrics with their parameters, and failed plugins")
     sp.add_argument("--json", action="store_true")
 
-    from .trainer import TrainConfig
+    from .config import TrainConfig
+    from .settings import add_arguments
 
-    d = TrainConfig()
     sp = add("train", "train a model")
-    g = sp.add_argument_group("data")
-    g.add_argument("--corpus", default=d.corpus, help=f"corpus plugin (default {d.corpus})")
-    g.add_argument("--corpus-opt", action="append", metavar="KEY=VALUE", help="a corpus option; repeatable")
-    g.add_argument("--tokens", default=d.tokens, choices=("char", "word"))
-    g.add_argument("--preprocess", default=None, choices=("raw", "d2l"),
-                   help="d2l: lowercase, non-letters to spaces (default: the corpus's own)")
-    g.add_argument("--min-freq", type=int, default=d.min_freq, help="rarer tokens become <unk>")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="use only the first N tokens (0: all)")
-    g = sp.add_argument_group("model")
-    g.add_argument("--cell", default=d.cell, help=f"cell plugin (default {d.cell})")
-    g.add_argument("--cell-opt", action="append", metavar="KEY=VALUE", help="a cell option; repeatable")
-    g.add_argument("--hidden-size", type=int, default=d.hidden_size)
-    g.add_argument("--num-layers", type=int, default=d.num_layers)
-    g.add_argument("--dropout", type=float, default=d.dropout)
-    g.add_argument("--encoding", default=d.encoding, choices=("onehot", "embedding"))
-    g.add_argument("--embed-size", type=int, default=d.embed_size)
-    g = sp.add_argument_group("training")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--seq-len", type=int, default=d.seq_len)
-    length = g.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, default=d.epochs)
-    length.add_argument("--max-steps", type=int, default=d.max_steps)
-    g.add_argument("--optimizer", default=d.optimizer, choices=("sgd", "adam"))
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for sgd, 0.005 for adam)")
-    g.add_argument("--clip", type=float, default=d.clip, help="gradient clipping threshold θ (0: off)")
-    g.add_argument("--partition", default=d.partition, choices=("sequential", "random"))
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
-    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: auto: every core, one left free in the GUI)")
-    g = sp.add_argument_group("saving")
-    g.add_argument("--name", default=None, help="model name (default: corpus-cell-time)")
-    g.add_argument("--resume", action="store_true", help="continue training the model --name")
-    g.add_argument("--eval-every", type=int, default=d.eval_every)
-    g.add_argument("--sample-every", type=int, default=d.sample_every)
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    g.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
+    add_arguments(sp, TrainConfig)
+    g = sp.add_argument_group("distributed")
     g.add_argument("--distributed", action="store_true", help="data-parallel under torchrun")
     sp.add_argument("--json", action="store_true", help="one JSON object per line; the last is the summary")
 

@@ -166,15 +166,15 @@ def test_large_corpus_streams_into_compact_ids(tmp_path):
 # -- bad settings -----------------------------------------------------------------------
 
 BAD_SETTINGS = {
-    "hidden-size-0": (["--hidden-size", "0"], ["hidden size must be at least 1"]),
-    "negative-lr": (["--lr", "-0.5"], ["learning rate must be a positive number"]),
-    "nan-lr": (["--lr", "nan"], ["learning rate must be a positive number"]),
+    "hidden-size-0": (["--hidden-size", "0"], ["--hidden-size must be an integer >= 1"]),
+    "negative-lr": (["--lr", "-0.5"], ["--lr must be a finite number > 0"]),
+    "nan-lr": (["--lr", "nan"], ["--lr must be a finite number > 0"]),
     "seq-len-longer-than-corpus": (["--seq-len", "100000"], ["fewer than one batch", "--seq-len"]),
     "absent-cuda": (["--device", "cuda:7"], ["'cuda:7' is not available", "--device"]),
     "absent-mps": (["--device", "mps"], ["'mps' is not available", "--device cpu"]),
     "unknown-device": (["--device", "tpu"], ["unknown device 'tpu'"]),
-    "dropout-1": (["--dropout", "1"], ["dropout must be in [0, 1)"]),
-    "no-layers": (["--num-layers", "0"], ["number of layers must be at least 1"]),
+    "dropout-1": (["--dropout", "1"], ["--dropout must be a finite number >= 0 and < 1"]),
+    "no-layers": (["--num-layers", "0"], ["--num-layers must be an integer >= 1"]),
     "bad-name": (["--name", "../escape"], ["invalid model name"]),
     "unknown-cell": (["--cell", "gur"], ["unknown cell 'gur'", "Did you mean 'gru'"]),
     "resume-missing": (["--resume", "--name", "ghost"], ["no model named 'ghost'"]),

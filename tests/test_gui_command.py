@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from rnnstudio.cli import _resolve_component_options, build_parser, command_for_config, train_config_from_args
+from rnnstudio.cli import _resolve_component_options, build_parser, train_config_from_args
+from rnnstudio.config import command_for_config
 from rnnstudio.plugins import load_plugins
 from rnnstudio.trainer import TrainConfig
 

@@ -321,7 +321,7 @@ class TrainingPanel(QWidget):
 
     def copy_command(self) -> str | None:
         """Put the equivalent `rnnstudio train` command, and its 2-GPU torchrun form, on the clipboard."""
-        from ..cli import command_for_config
+        from ..config import command_for_config
 
         try:
             config = self.config()

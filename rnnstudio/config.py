@@ -1,0 +1,139 @@
+"""TrainConfig: every training setting, declared once with its help, limits and group (see settings.py)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .settings import SettingError, check, schema, setting, to_argv
+
+OPTIMIZERS = ("sgd", "adam")
+DEFAULT_LR = {"sgd": 1.0, "adam": 0.005}
+# Above ~709.8 nats a token the perplexity exp(loss) overflows to inf: only a diverged model gets there.
+# (With clipping, lr=1e6 keeps the gradients finite and the loss jumps to ~1e6 instead of NaN.)
+MAX_LOSS = math.log(sys.float_info.max)
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Settings marked ``saved`` belong to the model: a resume keeps their saved values."""
+
+    # data
+    corpus: str = setting("python-docs", group="data", saved=True,  # the offline built-in default
+                          help="corpus plugin")
+    corpus_options: dict[str, Any] = setting(default_factory=dict, group="data", saved=True, flag="--corpus-opt",
+                                             help="a corpus option; repeatable")
+    tokens: str = setting("char", group="data", saved=True, choices=("char", "word"),  # d2l 8.5 is char-level
+                          help="what a token is")
+    preprocess: str | None = setting(None, group="data", saved=True, choices=("raw", "d2l"),
+                                     # None: the corpus's own default (d2l for time-machine, raw otherwise)
+                                     help="d2l: lowercase, non-letters to spaces (default: the corpus's own)")
+    min_freq: int = setting(0, group="data", saved=True, min=0,  # d2l's Vocab drops rarer tokens
+                            help="tokens seen fewer times become <unk>")
+    max_tokens: int = setting(0, group="data", saved=True, min=0,  # d2l uses 10000
+                              help="use only the first N tokens (0: all)")
+    val_fraction: float = setting(0.1, group="data", saved=True, min=0, below=1,
+                                  help="the last fraction of the tokens held out for validation")
+    # model
+    cell: str = setting("gru", group="model", saved=True,  # a fused cell: fast and strong out of the box
+                        help="cell plugin")
+    cell_options: dict[str, Any] = setting(default_factory=dict, group="model", saved=True, flag="--cell-opt",
+                                           help="a cell option; repeatable")
+    hidden_size: int = setting(256, group="model", saved=True, min=1, max=1_000_000,  # d2l 9.1's size
+                               help="hidden units per layer")
+    num_layers: int = setting(1, group="model", saved=True, min=1, max=10_000, label="layers",
+                              help="stacked recurrent layers")
+    dropout: float = setting(0.0, group="model", saved=True, min=0, below=1,
+                             help="dropout between layers and before the output")
+    encoding: str = setting("onehot", group="model", saved=True, choices=("onehot", "embedding"),  # d2l's
+                            help="how tokens enter the cell")
+    embed_size: int = setting(0, group="model", saved=True, min=0, max=1_000_000,
+                              help="embedding size for --encoding embedding (0: the hidden size)")
+    # optimisation
+    batch_size: int = setting(32, group="training", min=1, max=1_000_000,  # d2l 8.5
+                              help="streams trained side by side")
+    seq_len: int = setting(35, group="training", min=1, max=1_000_000, label="sequence length",  # d2l's num_steps
+                           help="steps of truncated backpropagation through time")
+    epochs: int = setting(0, group="training", min=0, exclusive="length",
+                          help="stop after this many epochs (0: no epoch limit; 1 epoch if --max-steps is 0 too)")
+    max_steps: int = setting(0, group="training", min=0, exclusive="length", label="steps",
+                             help="stop after this many optimizer steps in total (0: no step limit)")
+    optimizer: str = setting("adam", group="training", choices=OPTIMIZERS,  # adam needs far fewer steps than sgd
+                             help="sgd is d2l's")
+    lr: float | None = setting(None, group="training", above=0, label="learning rate",
+                               help="learning rate (default: 1 for sgd, 0.005 for adam)")
+    clip: float = setting(1.0, group="training", min=0,  # d2l 8.5: rescale when the global norm is > 1
+                          help="gradient clipping threshold θ (0: off)")
+    partition: str = setting("sequential", group="training", choices=("sequential", "random"),
+                             # d2l's sequential partitioning carries the state across batches
+                             help="how the text is cut into batches")
+    seed: int = setting(0, group="training", min=-SEED_MAX - 1, max=SEED_MAX, help="random seed")
+    device: str = setting("auto", group="training", help="auto, cpu, cuda, cuda:N or mps")
+    threads: int = setting(0, group="training", min=0, label="CPU threads",
+                           help="CPU threads (0: auto)")
+    # bookkeeping
+    name: str | None = setting(None, group="saving", label="model name",
+                               help="model name (default: corpus-cell-time)")
+    resume: bool = setting(False, group="saving", gui=False, help="continue training the saved model --name")
+    eval_every: int = setting(200, group="saving", min=0, label="validate every",
+                              help="steps between validations (also at every epoch end and at the end; 0: only then)")
+    sample_every: int = setting(0, group="saving", min=0, label="sample every",
+                                help="steps between sample previews (0: none)")
+    sample_length: int = setting(60, group="saving", min=1, max=100_000, help="characters in a sample preview")
+    checkpoint_every: int = setting(500, group="saving", min=0, label="checkpoint every",
+                                    help="steps between checkpoints (0: only at the end)")
+    checkpoint_minutes: float = setting(5.0, group="saving", min=0, label="checkpoint minutes",
+                                        help="and at least this often, in minutes (0: no timer)")
+    explode_factor: float = setting(3.0, group="saving", above=1,  # char-rnn: a loss above 3x the first ...
+                                    help="warn when the loss stays above this multiple of the first loss")
+    explode_patience: int = setting(20, group="saving", min=1,  # ... for this many steps in a row
+                                    help="for this many steps in a row")
+    save: bool = setting(True, group="saving", cli=False, gui=False,  # False: in memory only (benchmarks)
+                         help="save the model")
+    # data parallelism (set by the distributed launcher)
+    rank: int = setting(0, group="training", cli=False, gui=False, min=0, help="this process's rank")
+    world_size: int = setting(1, group="training", cli=False, gui=False, min=1, help="number of processes")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.optimizer, 0.001)
+
+    def validate(self) -> None:
+        """Settings errors, raised before any file is created; messages name settings as ``{field}``."""
+        check(self)
+        if self.name is not None:
+            from .checkpoint import check_name
+
+            check_name(self.name)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def saved_settings() -> tuple[str, ...]:
+    """The settings a resume takes from the saved model."""
+    return tuple(s.name for s in schema(TrainConfig) if s.meta.saved)
+
+
+def settings_error(template: str, **values: Any) -> SettingError:
+    """A training-settings error naming settings as ``{field}``: flags in the CLI, labels in the GUI."""
+    return SettingError(template, config=TrainConfig, **values)
+
+
+def command_for_config(config: TrainConfig, *, distributed: bool = False, nproc: int = 2) -> list[str]:
+    """The ``rnnstudio train ...`` argv that reproduces ``config`` (only non-default settings are listed).
+
+    ``distributed`` gives the ``torchrun --standalone --nproc_per_node=N -m rnnstudio train ... --distributed`` form.
+    """
+    args = to_argv(config)
+    if distributed:
+        return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "rnnstudio", "train", *args, "--distributed"]
+    return ["rnnstudio", "train", *args]
