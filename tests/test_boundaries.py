@@ -1,24 +1,16 @@
-"""Architecture contracts: Qt only under rnnstudio/gui/, built-ins use the public API, nothing unpickles."""
+"""Architecture contracts: the import-linter layers (Qt only under gui/, built-ins on the public API) and no unpickling."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
 
 
 def _sources(*folders):
@@ -26,14 +18,29 @@ def _sources(*folders):
         yield from (ROOT / folder).rglob("*.py")
 
 
-def test_qt_is_imported_only_under_gui():
-    offenders = []
-    for path in _sources("rnnstudio", "plugins"):
-        if "gui" in path.relative_to(ROOT).parts:
-            continue
-        if any(n.split(".")[0] in ("PySide6", "pyqtgraph", "shiboken6") for n in _imports(path)):
-            offenders.append(str(path.relative_to(ROOT)))
-    assert offenders == []
+def _contracts() -> list[dict]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]
+
+
+def test_import_contracts_hold():
+    """The layers and forbidden contracts of pyproject.toml (import-linter sees relative and function-level imports)."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_every_core_module_is_in_the_contracts():
+    """A new module cannot slip past the contracts: each one outside cli, gui and __main__ is in the core layer."""
+    modules = {p.stem if p.parent.name == "rnnstudio" else p.parent.name
+               for p in (ROOT / "rnnstudio").glob("*") if (p.suffix == ".py" or (p / "__init__.py").exists())}
+    core = modules - {"__init__", "__main__", "cli", "gui", "__pycache__"}
+    layers = next(c for c in _contracts() if c["type"] == "layers")["layers"]
+    listed = {name.strip() for name in layers[-1].replace("|", ":").split(":")}
+    assert core == listed, f"add to / remove from the core layer of pyproject.toml: {sorted(core ^ listed)}"
+    for contract in _contracts():
+        if contract["type"] == "forbidden":
+            named = set(contract["source_modules"]) | set(contract["forbidden_modules"])
+            assert {f"rnnstudio.{m}" for m in core} <= named, contract["name"]
 
 
 def test_core_and_plugins_import_without_loading_qt():
@@ -45,13 +52,6 @@ def test_core_and_plugins_import_without_loading_qt():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
-
-
-def test_builtin_plugins_use_only_the_public_api():
-    for path in _sources("plugins"):
-        for name in _imports(path):
-            if name.startswith("rnnstudio"):
-                assert name == "rnnstudio", f"{path.name} imports {name}; built-ins may only use `import rnnstudio`"
 
 
 def test_no_unsafe_deserialisation():

@@ -56,3 +56,16 @@ def test_installed_wheel_runs_plugins_and_train_from_any_folder(installed_wheel,
                                    "--name", "w", "--json"], elsewhere, tmp_path / "home")
     assert train.returncode == 0, train.stderr
     assert json.loads(train.stdout.splitlines()[-1])["steps"] == 5
+
+
+def test_wheel_metadata_single_version_licence_and_gui_script(installed_wheel):
+    import rnnstudio
+
+    [info] = list(installed_wheel.glob("rnnstudio-*.dist-info"))
+    metadata = (info / "METADATA").read_text(encoding="utf-8")
+    assert f"\nVersion: {rnnstudio.__version__}\n" in metadata  # pyproject reads it from rnnstudio.__version__
+    assert "License-Expression: MIT" in metadata and "Classifier: " in metadata
+    licence = next(installed_wheel.rglob("LICENSE"))
+    assert "MIT License" in licence.read_text(encoding="utf-8")
+    entry_points = (info / "entry_points.txt").read_text(encoding="utf-8")
+    assert "[gui_scripts]" in entry_points and "rnnstudio-gui = rnnstudio.gui.app:main" in entry_points
