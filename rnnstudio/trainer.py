@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .data import PREPROCESSINGS, TOKENIZERS, BatchPlan, EncodedCorpus, Vocab, encode_stream, eval_batches, train_val_split
+from .data import BatchPlan, EncodedCorpus, Vocab, encode_stream, eval_batches, train_val_split
 from .devices import resolve_device
 from .errors import RNNStudioError
 from .model import ModelConfig, RNNLanguageModel, count_parameters, detach_state, state_tensors
@@ -24,92 +22,8 @@ from .sampling import SamplingConfig, generate_text
 from .config import DEFAULT_LR, MAX_LOSS, OPTIMIZERS, TrainConfig  # noqa: E402,F401
 
 
-# -- events -------------------------------------------------------------------------------
-
-@dataclass
-class Event:
-    def to_json(self) -> dict:
-        return {"event": self.kind, **asdict(self)}
-
-    kind = "event"
-
-
-@dataclass
-class Started(Event):
-    kind = "started"
-    model: str
-    device: str
-    vocab_size: int
-    train_tokens: int
-    val_tokens: int
-    steps_per_epoch: int
-    total_steps: int  # 0 when unbounded
-    parameters: int
-    step: int  # > 0 when resuming
-    epoch: int
-    path: str
-
-
-@dataclass
-class Progress(Event):
-    kind = "progress"
-    step: int
-    total_steps: int
-    epoch: int
-    batch: int
-    batches: int
-    loss: float
-    tokens_per_s: float
-    elapsed: float
-    eta: float | None
-    train: dict[str, float]
-
-
-@dataclass
-class Evaluated(Event):
-    kind = "evaluated"
-    step: int
-    epoch: int
-    val: dict[str, float]
-    best: bool
-
-
-@dataclass
-class Sampled(Event):
-    kind = "sample"
-    step: int
-    text: str
-
-
-@dataclass
-class Checkpointed(Event):
-    kind = "checkpoint"
-    step: int
-    path: str
-
-
-@dataclass
-class Warned(Event):
-    kind = "warning"
-    step: int
-    message: str
-
-
-@dataclass
-class Finished(Event):
-    kind = "summary"
-    model: str
-    path: str | None
-    steps: int
-    epochs: int
-    stopped: bool
-    train_perplexity: float | None
-    val_perplexity: float | None
-    tokens_per_s: float
-    seconds: float
-    device: str
-    train: dict[str, float]
-    val: dict[str, float]
+# The events live in events.py; re-exported here for older imports.
+from .events import Checkpointed, Evaluated, Event, Finished, Progress, Sampled, Started, Warned  # noqa: E402,F401
 
 
 # -- evaluation ---------------------------------------------------------------------------
