@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import io
 import importlib.metadata
 import importlib.util
 import os
@@ -37,6 +39,32 @@ class Registration:
 class PluginFailure:
     plugin: str
     error: str
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``TypeName: message``; a plugin's ``sys.exit()`` reads as what it did, not as an empty SystemExit."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def contained(on_failure):
+    """Run plugin code: any exception, and SystemExit, goes to ``on_failure(text)``; Ctrl+C still stops.
+
+    What the code writes to stderr is held back and, if it fails, its last line joins the report
+    (argparse run at import prints a usage block and exits 2).
+    """
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except (Exception, SystemExit) as exc:
+        last = held.getvalue().strip().splitlines()[-1:]
+        on_failure(describe_failure(exc) + (f" (it printed: {last[0].strip()[:200]})" if last else ""))
+    else:
+        if held.getvalue():
+            sys.stderr.write(held.getvalue())
 
 
 @dataclass
@@ -84,20 +112,19 @@ class PluginHost:
         """
         pm = pluggy.PluginManager("rnnstudio")
         pm.add_hookspecs(hookspecs)
-        try:
+        failed: list[str] = []
+        with contained(failed.append):  # a hookimpl with a misspelt name or wrong arguments
             pm.register(plugin, name=source)
             pm.check_pending()
-        except Exception as exc:  # a hookimpl with a misspelt name or wrong arguments
-            self.failures.append(PluginFailure(source, f"{type(exc).__name__}: {exc}"))
+        if failed:
+            self.failures.append(PluginFailure(source, failed[0]))
             return
         self.plugins.append(source)
         for kind, hook_name in _HOOK_FOR_KIND.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 register = self._make_register(kind, source)
-                try:
+                with contained(lambda text: self.failures.append(PluginFailure(source, f"{hook_name} raised {text}"))):
                     impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as exc:
-                    self.failures.append(PluginFailure(source, f"{hook_name} raised {type(exc).__name__}: {exc}"))
 
     def _make_register(self, kind: str, source: str):
         base = KINDS[kind]
@@ -141,11 +168,11 @@ def plugins_disabled() -> bool:
     return os.environ.get("RNNSTUDIO_NO_PLUGINS", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def unsafe_reason(path: Path) -> str | None:
+def unsafe_reason(path: Path, st: os.stat_result | None = None) -> str | None:
     """Why a user plugin file must not run (world-writable, or owned by someone else), or None."""
     if os.name != "posix":
         return None
-    st = path.stat()
+    st = st or path.stat()
     if st.st_mode & stat.S_IWOTH:
         return f"{path} is world-writable; run `chmod o-w {path}` if you trust it"
     if st.st_uid != os.getuid():
@@ -154,18 +181,31 @@ def unsafe_reason(path: Path) -> str | None:
 
 
 def _load_user_plugin(path: Path) -> Any:
+    """Run the checked source file itself: no ``__pycache__`` lookup, no bytecode written.
+
+    The import system would run a cached ``.pyc`` whose header matches the source, and that file
+    passed no owner or permission check; so the source is read from the open file that was checked.
+    """
     module_name = f"rnnstudio_user_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
+    with open(path, "rb") as f:
+        reason = unsafe_reason(path, os.fstat(f.fileno()))
+        if reason:
+            raise _Refused(reason)
+        source = f.read()
+    code = compile(source, str(path), "exec", dont_inherit=True)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(module_name, loader=None, origin=str(path)))
+    module.__file__ = str(path)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
     return module
+
+
+class _Refused(Exception):
+    """A user plugin file that failed the owner or permission check."""
 
 
 def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None, extra: list | None = None) -> PluginHost:
@@ -177,10 +217,11 @@ def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None
     host = PluginHost()
     for mod in BUILTIN_MODULES:
         source = f"builtin:{mod}"
-        try:
+        failed: list[str] = []
+        with contained(failed.append):
             module = importlib.import_module(f"rnnstudio.builtin_plugins.{mod}")
-        except Exception as exc:
-            host.failures.append(PluginFailure(source, f"{type(exc).__name__}: {exc}"))
+        if failed:
+            host.failures.append(PluginFailure(source, failed[0]))
             continue
         host.register_plugin(module, source)
 
@@ -189,10 +230,11 @@ def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None
     if not no_plugins:
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             source = f"entrypoint:{ep.name}"
-            try:
+            failed = []
+            with contained(failed.append):
                 plugin = ep.load()
-            except Exception as exc:
-                host.failures.append(PluginFailure(source, f"failed to import {ep.value}: {type(exc).__name__}: {exc}"))
+            if failed:
+                host.failures.append(PluginFailure(source, f"failed to import {ep.value}: {failed[0]}"))
                 continue
             host.register_plugin(plugin, source)
 
@@ -200,14 +242,15 @@ def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None
         if folder.is_dir():
             for path in sorted(folder.glob("*.py")):
                 source = f"user:{path}"
-                try:
-                    reason = unsafe_reason(path)
-                    if reason:
-                        host.failures.append(PluginFailure(source, f"refused: {reason}"))
-                        continue
-                    plugin = _load_user_plugin(path)
-                except Exception as exc:
-                    host.failures.append(PluginFailure(source, f"failed to import: {type(exc).__name__}: {exc}"))
+                failed = []
+                with contained(failed.append):
+                    try:
+                        plugin = _load_user_plugin(path)
+                    except _Refused as exc:
+                        failed.append(f"refused: {exc}")
+                if failed:
+                    error = failed[0] if failed[0].startswith("refused: ") else f"failed to import: {failed[0]}"
+                    host.failures.append(PluginFailure(source, error))
                     continue
                 host.register_plugin(plugin, source)
 
