@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RNNStudioError(f"option {self.name} must be a number, got {value!r}")
             value = float(value)
+            if math.isnan(value):  # NaN compares False with every bound, so it would pass them all
+                raise RNNStudioError(f"option {self.name} must be a number, got nan")
         elif self.type == "bool":
             if not isinstance(value, bool):
                 raise RNNStudioError(f"option {self.name} must be true or false, got {value!r}")
