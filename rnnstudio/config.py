@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .settings import SettingError, check, schema, setting, to_argv
@@ -137,3 +137,29 @@ def command_for_config(config: TrainConfig, *, distributed: bool = False, nproc:
     if distributed:
         return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "rnnstudio", "train", *args, "--distributed"]
     return ["rnnstudio", "train", *args]
+
+
+@dataclass
+class SamplingConfig:
+    """How to generate text from a model (the ``generate`` options and the Generate panel)."""
+
+    length: int = setting(100, group="generation", min=0, max=10_000_000,
+                          help="tokens to generate after the prefix")
+    greedy: bool = setting(False, group="generation",  # exactly d2l's predict_ch8
+                           help="argmax at every step (d2l's predict_ch8)")
+    temperature: float = setting(1.0, group="generation", above=0, many=True,  # <1 sharper, >1 more adventurous
+                                 help="one or more, e.g. 0.5 1.0 (or 0.5,1.0)")
+    top_k: int = setting(0, group="generation", min=0, label="top-k",
+                         help="keep only the k most likely tokens (0: all)")
+    top_p: float = setting(1.0, group="generation", above=0, max=1, label="top-p",
+                           help="keep the smallest set of tokens whose probability reaches p (1: all)")
+    seed: int | None = setting(None, group="generation", min=-SEED_MAX - 1, max=SEED_MAX,
+                               help="the same seed gives the same text (default: a random one)")
+    num_samples: int = setting(1, group="generation", min=1, flag="--samples", label="samples",
+                               help="continuations generated side by side, as one batch")
+    stop_at: str | None = setting(None, group="generation", label="stop at",
+                                  help=r"stop a sample once its text ends with this, e.g. '\n\n'")
+
+    def validate(self) -> None:
+        """Types and ranges from the schema; greedy decoding ignores the temperature."""
+        check(replace(self, temperature=1.0) if self.greedy else self)

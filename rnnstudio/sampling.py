@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -14,28 +13,8 @@ from .errors import RNNStudioError
 from .model import onednn_off
 
 
-@dataclass
-class SamplingConfig:
-    length: int = 100  # tokens to generate after the prefix
-    greedy: bool = False  # argmax at every step: exactly d2l's predict_ch8
-    temperature: float = 1.0  # <1 sharper, >1 more adventurous
-    top_k: int = 0  # keep only the k most likely tokens; 0 keeps all
-    top_p: float = 1.0  # keep the smallest set whose probability reaches p; 1 keeps all
-    seed: int | None = None  # the same seed gives the same text
-    num_samples: int = 1  # continuations generated side by side, as one batch
-    stop_at: str | None = None  # stop a sample once its text ends with this
-
-    def validate(self) -> None:
-        if self.length < 0:
-            raise RNNStudioError(f"length must be >= 0, got {self.length}")
-        if not self.greedy and not self.temperature > 0:
-            raise RNNStudioError(f"temperature must be > 0, got {self.temperature}; use --greedy for argmax")
-        if self.top_k < 0:
-            raise RNNStudioError(f"top-k must be >= 0, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise RNNStudioError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.num_samples < 1:
-            raise RNNStudioError(f"samples must be >= 1, got {self.num_samples}")
+# The generation settings live in config.py with the training settings; re-exported here.
+from .config import SamplingConfig  # noqa: E402,F401
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}

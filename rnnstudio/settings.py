@@ -12,7 +12,7 @@ import argparse
 import math
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import RNNStudioError
@@ -39,6 +39,7 @@ class Setting:
     gui: bool = True  # False: no widget in the Training form
     widget: str | None = None  # None: derived from the type (spin, float, check, combo, text, options)
     exclusive: str | None = None  # settings sharing this name are mutually exclusive on the command line
+    many: bool = False  # the command line takes one or more values (each one is a separate run)
 
 
 def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **meta: Any):
@@ -214,7 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             target = group
         help_ = s.meta.help.replace("%", "%%")
-        if s.kind == "bool":
+        if s.meta.many:
+            target.add_argument(s.flag, dest=s.name, nargs="+", default=None, metavar=_METAVARS.get(s.kind, "TEXT"),
+                                help=f"{help_} (default {s.default})")
+        elif s.kind == "bool":
             target.add_argument(s.flag, dest=s.name, action="store_true", default=s.default, help=help_)
         elif s.kind == "options":
             target.add_argument(s.flag, dest=s.name, action="append", metavar=s.meta.metavar or "KEY=VALUE",
@@ -236,9 +240,38 @@ def from_args(cls: type, args: argparse.Namespace, **overrides: Any):
         if not s.meta.cli or not hasattr(args, s.name):
             continue
         raw = getattr(args, s.name)
+        if s.meta.many:
+            raw = _many(s, raw)
         values[s.name] = parse_key_values(raw, s.flag) if s.kind == "options" else raw
     values.update(overrides)
     return cls(**values)
+
+
+def _many(s: SettingInfo, raw: list[str] | None) -> list:
+    """``--temperature 0.5 1.0`` or ``--temperature 0.5,1.0``: the values, parsed; the default when none is given."""
+    out = []
+    for part in (p.strip() for v in raw or () for p in str(v).split(",")):
+        if part:
+            try:
+                out.append(_type_for(s)(part))
+            except ValueError:
+                raise SettingError(f"{{{s.name}}} expects {_KIND_WORDS[s.kind]} values, got {{got}}",
+                                   config=_owner(s), got=repr(part)) from None
+    return out or [s.default]
+
+
+def _owner(s: SettingInfo) -> type:
+    return next(cls for cls, settings in _SCHEMAS.items() if s in settings)
+
+
+def expand(config: Any) -> list:
+    """One config per value of each many-valued setting (``temperature=[0.5, 1.0]`` gives two)."""
+    configs = [config]
+    for s in schema(type(config)):
+        if s.meta.many:
+            configs = [replace(c, **{s.name: v}) for c in configs
+                       for v in (getattr(c, s.name) if isinstance(getattr(c, s.name), list) else [getattr(c, s.name)])]
+    return configs
 
 
 def explicit(cls: type, args: argparse.Namespace) -> list[str]:
@@ -265,7 +298,11 @@ def to_argv(config: Any) -> list[str]:
         if not s.meta.cli:
             continue
         value = getattr(config, s.name)
-        if s.kind == "options":
+        if s.meta.many:
+            values = value if isinstance(value, list) else [value]
+            if values != [s.default]:
+                argv += [s.flag, *map(option_text, values)]
+        elif s.kind == "options":
             argv += [part for key, v in value.items() if v is not None
                      for part in (s.flag, f"{key}={option_text(v)}")]
         elif s.kind == "bool":

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rnnstudio import cli
+from rnnstudio.settings import expand, from_args
 from rnnstudio.data import Vocab
 from rnnstudio.errors import RNNStudioError
 from rnnstudio.model import ModelConfig, RNNLanguageModel
@@ -101,11 +102,15 @@ def test_stop_at_ends_each_sample_after_the_stop_text():
 
 
 def test_temperatures_accept_spaces_and_commas():
-    assert cli._temperatures(["0.5", "1.0"]) == [0.5, 1.0]
-    assert cli._temperatures(["0.5,1.0", "2"]) == [0.5, 1.0, 2.0]
-    assert cli._temperatures(None) == [1.0]
+    def temperatures(*argv):
+        args = cli.build_parser().parse_args(["generate", "--model", "m", *argv])
+        return [c.temperature for c in expand(from_args(SamplingConfig, args))]
+
+    assert temperatures("--temperature", "0.5", "1.0") == [0.5, 1.0]
+    assert temperatures("--temperature", "0.5,1.0", "2") == [0.5, 1.0, 2.0]
+    assert temperatures() == [1.0]
     with pytest.raises(RNNStudioError):
-        cli._temperatures(["hot"])
+        temperatures("--temperature", "hot")
 
 
 def test_stop_text_escapes_from_the_command_line():

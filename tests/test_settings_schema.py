@@ -7,22 +7,24 @@ import dataclasses
 import pytest
 
 from rnnstudio.cli import build_parser, train_config_from_args
-from rnnstudio.config import TrainConfig, command_for_config, saved_settings
-from rnnstudio.settings import SettingError, check, markdown_table, render_error, schema
+from rnnstudio.config import SamplingConfig, TrainConfig, command_for_config, saved_settings
+from rnnstudio.settings import SettingError, check, expand, from_args, markdown_table, render_error, schema, to_argv
 
 
-def _train_parser():
+def _subparser(command):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    return sub.choices["train"]
+    return sub.choices[command]
 
 
 USER_SETTINGS = [s for s in schema(TrainConfig) if s.meta.cli]
+GENERATE_SETTINGS = [s for s in schema(SamplingConfig) if s.meta.cli]
+EVERY_SETTING = [("train", s) for s in USER_SETTINGS] + [("generate", s) for s in GENERATE_SETTINGS]
 
 
-@pytest.mark.parametrize("s", USER_SETTINGS, ids=lambda s: s.name)
-def test_every_setting_has_its_flag_and_help_from_the_schema(s):
-    actions = {a.dest: a for a in _train_parser()._actions}
+@pytest.mark.parametrize("command,s", EVERY_SETTING, ids=lambda x: x if isinstance(x, str) else x.name)
+def test_every_setting_has_its_flag_and_help_from_the_schema(command, s):
+    actions = {a.dest: a for a in _subparser(command)._actions}
     action = actions[s.name]
     assert s.flag in action.option_strings
     assert action.help.replace("%%", "%").startswith(s.meta.help)
@@ -41,7 +43,7 @@ def _non_default(s):
     if s.kind == "float":
         base = s.default if s.default is not None else 0.5
         return base / 2 if base > 1 else base + 0.25 if (s.meta.below is None or base + 0.25 < s.meta.below) else base / 2
-    return "some-name" if s.name == "name" else "cpu:x"
+    return {"name": "some-name", "stop_at": "\n\n"}.get(s.name, "cpu:x")
 
 
 @pytest.mark.parametrize("s", USER_SETTINGS, ids=lambda s: s.name)
@@ -52,6 +54,15 @@ def test_each_setting_round_trips_through_the_command_line(s):
     argv = command_for_config(config)
     assert s.flag in argv
     assert train_config_from_args(build_parser().parse_args(argv[1:])) == config
+
+
+@pytest.mark.parametrize("s", GENERATE_SETTINGS, ids=lambda s: s.name)
+def test_each_generation_setting_round_trips_through_the_command_line(s):
+    config = dataclasses.replace(SamplingConfig(), **{s.name: _non_default(s)})
+    argv = ["generate", "--model", "m", *to_argv(config)]
+    assert s.flag in argv
+    parsed = expand(from_args(SamplingConfig, build_parser().parse_args(argv)))
+    assert parsed == [config]
 
 
 def test_defaults_make_the_bare_command_and_parse_back():
