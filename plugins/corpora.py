@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
+import http.client
 import os
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import rnnstudio
 from rnnstudio import Corpus, Param, RNNStudioError
-
-CHUNK_BYTES = 1 << 20  # read files 1 MB at a time, so big corpora stream
 
 
 class PythonDocsCorpus(Corpus):
@@ -27,59 +26,6 @@ class PythonDocsCorpus(Corpus):
 
     def describe_source(self) -> str:
         return "pydoc_data.topics"
-
-
-def _decode_file(path: Path, encoding: str, errors: str):
-    """Yield the text of ``path`` in pieces; bad bytes raise an error naming the file and byte offset."""
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors)
-    except LookupError:
-        raise RNNStudioError(f"unknown encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
-    # In ASCII-compatible encodings a NUL byte means binary data; UTF-16/32 text is full of them.
-    nul_is_binary = not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
-    fed = 0
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        raise RNNStudioError(f"{path}: file not found; check the path option") from None
-    except PermissionError:
-        raise RNNStudioError(f"{path}: permission denied; check the file's permissions") from None
-    except OSError as exc:
-        raise RNNStudioError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    with fh:
-        while True:
-            try:
-                data = fh.read(CHUNK_BYTES)
-            except OSError as exc:
-                raise RNNStudioError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-            pending = len(decoder.getstate()[0])
-            nul = data.find(b"\x00") if nul_is_binary else -1
-            if nul != -1:  # checked before decoding: a binary file is rarely valid text up to its first NUL
-                raise RNNStudioError(
-                    f"{path}: looks like a binary file (NUL byte at byte offset {fed + nul}); "
-                    f"pick a plain text file, or set encoding=utf-16 if it is UTF-16 text"
-                )
-            try:
-                text = decoder.decode(data, final=not data)
-            except UnicodeDecodeError as exc:
-                offset = fed - pending + exc.start
-                raise RNNStudioError(
-                    f"{path}: invalid {encoding} at byte offset {offset}; "
-                    f"set the encoding option to the file's real encoding (e.g. encoding=latin-1: "
-                    f"--corpus-opt encoding=latin-1 for train, --encoding latin-1 for score), "
-                    f"or errors=replace to substitute U+FFFD for bad bytes"
-                ) from None
-            if "\x00" in text:
-                offset = fed - pending + len(text[: text.index("\x00")].encode(encoding, "replace"))
-                raise RNNStudioError(
-                    f"{path}: looks like a binary file (NUL byte near byte offset {offset}); "
-                    f"pick a plain text file, or set encoding=utf-16 if it is UTF-16 text"
-                )
-            fed += len(data)
-            if text:
-                yield text
-            if not data:
-                break
 
 
 class TextFileCorpus(Corpus):
@@ -97,11 +43,11 @@ class TextFileCorpus(Corpus):
         raw = self.options["path"]
         if not raw:
             raise RNNStudioError("text-file needs a path: --corpus-opt path=FILE_OR_FOLDER")
+        rnnstudio.check_text_encoding(self.options["encoding"])
         self.path = Path(raw)
-        if not self.path.exists():
-            raise RNNStudioError(f"{self.path}: no such file or folder; check the path option")
-        if self.path.is_dir():
-            self.files = sorted(p for p in self.path.rglob("*.txt") if p.is_file())
+        st = rnnstudio.check_user_path(self.path, folders=True)  # no FIFOs, devices or symlink loops
+        if stat.S_ISDIR(st.st_mode):
+            self.files = rnnstudio.text_files(self.path)  # an unreadable subfolder is an error naming it
             if not self.files:
                 raise RNNStudioError(f"{self.path}: the folder has no .txt files; add some or point path at a file")
         else:
@@ -115,7 +61,7 @@ class TextFileCorpus(Corpus):
         for i, f in enumerate(self.files):
             if i:
                 yield "\n\n"
-            for piece in _decode_file(f, self.options["encoding"], self.options["errors"]):
+            for piece in rnnstudio.read_text_chunks(f, self.options["encoding"], self.options["errors"]):
                 if not seen_text and piece.strip():
                     seen_text = True
                 yield piece
@@ -165,11 +111,18 @@ class TimeMachineCorpus(Corpus):
         try:
             with urllib.request.urlopen(url, timeout=30) as resp:
                 data = resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except http.client.IncompleteRead as exc:  # the server closed early: short of its Content-Length
+            got, missing = len(exc.partial), exc.expected
+            expected = f" of {got + missing:,}" if isinstance(missing, int) else ""
+            raise RNNStudioError(
+                f"the download of The Time Machine from {url} was cut off after {got:,}{expected} bytes; "
+                f"nothing was saved. Try again, or use --corpus-opt path=FILE with a local copy"
+            ) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RNNStudioError(
-                f"could not download The Time Machine from {url} ({reason}); check your connection, "
-                f"or use --corpus-opt path=FILE with a local copy"
+                f"could not download The Time Machine from {url} ({reason}); nothing was saved. Check your "
+                f"connection and try again, or use --corpus-opt path=FILE with a local copy"
             ) from None
         digest = _sha1(data)
         if digest != self.options["sha1"]:
@@ -182,11 +135,7 @@ class TimeMachineCorpus(Corpus):
 
     def read(self) -> str:
         if self.options["path"]:
-            path = Path(self.options["path"])
-            try:
-                return strip_gutenberg(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise RNNStudioError(f"{path}: cannot read The Time Machine from it ({exc})") from None
+            return strip_gutenberg(rnnstudio.read_text_file(Path(self.options["path"])))
         return self.fetch().read_text(encoding="utf-8")
 
     def describe_source(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -91,36 +92,108 @@ def cmd_train(args) -> int:
     return _consume(trainer, args.json)
 
 
+def _stop_signals() -> tuple[int, ...]:
+    """The signals that stop a training run cleanly: Ctrl+C, ``kill`` (SIGTERM) and a closed terminal (SIGHUP)."""
+    return tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+class _Output:
+    """Where the training lines go. Once stdout's reader is gone (``| head -1``), stdout points at /dev/null
+    and training goes on; the lines that matter (checkpoints, warnings, the summary) then go to stderr."""
+
+    def __init__(self):
+        self.gone = False
+
+    def write(self, text: str, *, end: str = "\n", keep: bool = True) -> None:
+        if not self.gone:
+            try:
+                sys.stdout.write(text + end)
+                sys.stdout.flush()
+                return
+            except (BrokenPipeError, ValueError):  # ValueError: stdout was closed
+                self._drop_stdout()
+        if keep:
+            print(text.lstrip("\r"), file=sys.stderr, flush=True)
+
+    def _drop_stdout(self) -> None:
+        self.gone = True
+        _stdout_to_devnull()
+        print("rnnstudio: standard output was closed; training goes on, and its checkpoints and summary are "
+              "reported here", file=sys.stderr, flush=True)
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null, so that later writes and the interpreter's final flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _event_line(event) -> str | None:
+    """The text line for one non-progress event (None: nothing to print)."""
+    kind = event.kind
+    if kind == "started":
+        resumed = f", resuming at step {event.step}" if event.step else ""
+        return (f"training {event.model} on {event.device}: {event.parameters:,} parameters, vocab "
+                f"{event.vocab_size}, {event.train_tokens:,} train / {event.val_tokens:,} val tokens, "
+                f"{event.steps_per_epoch} steps per epoch{resumed}")
+    if kind == "evaluated":
+        vals = " ".join(f"{k} {_fmt(v)}" for k, v in event.val.items())
+        return f"validation at step {event.step}: {vals}{' (best so far)' if event.best else ''}"
+    if kind == "sample":
+        return f"sample: {event.text!r}"
+    if kind == "checkpoint":
+        return f"checkpoint saved at step {event.step}: {event.path}"
+    if kind == "summary":
+        state = "stopped" if event.stopped else "finished"
+        saved = f"saved to {event.path}" if event.path else "nothing was saved"
+        return (f"{state} after {event.steps} steps: train perplexity {_fmt(event.train_perplexity, '.3f')}, "
+                f"validation perplexity {_fmt(event.val_perplexity, '.3f')}, "
+                f"{event.tokens_per_s:,.0f} tokens/s; {saved}")
+    return None
+
+
 def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
-    """Print a trainer's events; Ctrl+C asks the loop to stop, save, and summarise."""
-    interrupted = {"n": 0}
+    """Print a trainer's events and return the exit status.
 
-    def on_sigint(signum, frame):
-        interrupted["n"] += 1
-        if interrupted["n"] > 1:
+    Ctrl+C, SIGTERM and SIGHUP ask the loop to stop after this step, validate and save; the status is
+    then 128 + the signal's number. A second Ctrl+C aborts without saving.
+    """
+    caught: list[int] = []
+
+    def on_signal(signum, frame):
+        if caught and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        trainer.stop()
-        print("\nstopping after this step (Ctrl+C again to abort without saving)...", file=sys.stderr)
+        caught.append(signum)
+        if len(caught) == 1:
+            trainer.stop()
+            again = " (Ctrl+C again to abort without saving)" if signum == signal.SIGINT else ""
+            print(f"\nrnnstudio: {signal.Signals(signum).name}: stopping after this step, then validating and "
+                  f"saving{again}...", file=sys.stderr, flush=True)
 
-    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, on_signal) for s in _stop_signals()}
+    out = _Output()
     tty = sys.stdout.isatty()
     last_print = 0.0
+    summary = None
     try:
         for event in trainer.run():
             kind = event.kind
+            if kind == "summary":
+                summary = event
             if as_json:
                 if kind != "progress" or time.monotonic() - last_print >= 1.0:
                     last_print = time.monotonic()
-                    _print_json(event.to_json())
+                    out.write(json.dumps(json_safe(event.to_json()), ensure_ascii=False), keep=kind != "progress")
                 continue
             if quiet:
                 continue
-            if kind == "started":
-                resumed = f", resuming at step {event.step}" if event.step else ""
-                print(f"training {event.model} on {event.device}: {event.parameters:,} parameters, vocab "
-                      f"{event.vocab_size}, {event.train_tokens:,} train / {event.val_tokens:,} val tokens, "
-                      f"{event.steps_per_epoch} steps per epoch{resumed}", flush=True)
-            elif kind == "progress":
+            if kind == "progress":
                 now = time.monotonic()
                 if now - last_print >= (0.2 if tty else 2.0) or event.step == event.total_steps:
                     last_print = now
@@ -129,28 +202,27 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
                     line = (f"step {event.step}{total} epoch {event.epoch + 1} loss {event.loss:.3f} "
                             f"ppl {_fmt(event.train.get('perplexity'), '.2f')} "
                             f"{event.tokens_per_s / 1000:.1f}k tok/s{eta}")
-                    print(("\r" + line.ljust(78)) if tty else line, end="" if tty else "\n", flush=True)
-            else:
-                if tty:
-                    print()
-                if kind == "evaluated":
-                    vals = " ".join(f"{k} {_fmt(v)}" for k, v in event.val.items())
-                    print(f"validation at step {event.step}: {vals}{' (best so far)' if event.best else ''}", flush=True)
-                elif kind == "sample":
-                    print(f"sample: {event.text!r}", flush=True)
-                elif kind == "checkpoint":
-                    print(f"checkpoint saved at step {event.step}: {event.path}", flush=True)
-                elif kind == "warning":
-                    print(f"warning: {event.message}", file=sys.stderr, flush=True)
-                elif kind == "summary":
-                    state = "stopped" if event.stopped else "finished"
-                    print(f"{state} after {event.steps} steps: train perplexity {_fmt(event.train_perplexity, '.3f')}, "
-                          f"validation perplexity {_fmt(event.val_perplexity, '.3f')}, "
-                          f"{event.tokens_per_s:,.0f} tokens/s; saved to {event.path}", flush=True)
+                    out.write(("\r" + line.ljust(78)) if tty else line, end="" if tty else "\n", keep=False)
+                continue
+            if tty:
+                out.write("", keep=False)
+            if kind == "warning":
+                print(f"warning: {event.message}", file=sys.stderr, flush=True)
+                continue
+            line = _event_line(event)
+            if line is not None:
+                out.write(line)
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
-    return 0
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if not caught:
+        return 0
+    name = signal.Signals(caught[0]).name
+    if not quiet:
+        where = (f"the model is saved at step {summary.steps} in {summary.path}" if summary and summary.path
+                 else "nothing was saved")
+        print(f"rnnstudio: stopped by {name}; {where}", file=sys.stderr, flush=True)
+    return 128 + caught[0]
 
 
 def _temperatures(values: list[str] | None) -> list[float]:
@@ -398,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnnstudio: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # e.g. `rnnstudio generate ... | head -1`: the reader has all it wanted
+        _stdout_to_devnull()
         return 0
 
 

@@ -3,136 +3,27 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Iterator
 
-import numpy as np
-import torch
-
-from .data import _pieces, encode_text, tokenize
 from .errors import RNNStudioError
+from .scoring import (TOP_K, TokenizedText, explain_text, model_preprocess, tokenize_for_model,  # noqa: F401
+                      token_scores)
 
-TOP_K = 5  # predictions shown per token
-CHUNK = 512  # tokens per forward call; the state is carried from chunk to chunk
 WORKED_TOKENS = 5  # tokens spelled out in the worked example
 
 
-@dataclass
-class TokenizedText:
-    """A text as the model sees it: token strings (for display) and their ids (B=1 stream)."""
-
-    tokens: list[str]
-    ids: torch.Tensor  # (N,) int64
-    preprocess: str
-    tokenizer: str
-
-
-def model_preprocess(loaded) -> str:
-    return loaded.config.get("data", {}).get("preprocess", "raw")
-
-
-def tokenize_for_model(loaded, text: str) -> TokenizedText:
-    """Apply the model's own preprocessing, tokenizer and vocabulary (as ``cli.score_text`` does)."""
-    preprocess = model_preprocess(loaded)
-    vocab = loaded.vocab
-    encoded = encode_text(text, tokenizer=vocab.tokenizer, preprocess=preprocess, vocab=vocab)
-    ids = encoded.ids.long()
-    shown = "".join(_pieces([text], vocab.tokenizer, preprocess))  # the very text encode_text tokenized
-    tokens = tokenize(shown, vocab.tokenizer)
-    if len(tokens) != len(ids):  # never expected; fall back to the vocabulary's spelling
-        tokens = [vocab.idx_to_token[i] for i in ids.tolist()]
-    return TokenizedText(tokens, ids, preprocess, vocab.tokenizer)
-
-
-@torch.no_grad()
-def token_log_probs(model, ids: torch.Tensor, *, device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One left-to-right pass with the state carried (B=1), a chunk at a time.
-
-    Yields ``(log_probs, targets)``: (T, V) float64 on the CPU, row t the distribution over the token
-    that follows, and the (T,) ids that did follow. Only one chunk's matrix is in memory at once.
-    """
-    device = device or next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        state = model.begin_state(1, device)
-        n = len(ids) - 1  # tokens that have a successor
-        for start in range(0, n, CHUNK):
-            end = min(start + CHUNK, n)
-            x = ids[start:end].to(device)[None, :]  # (1, T)
-            logits, state = model.forward_flat(x, state)  # (T, V) since B=1
-            yield torch.log_softmax(logits.double(), dim=-1).cpu(), ids[start + 1: end + 1]
-    finally:
-        model.train(was)
-
-
-def explain(loaded, text: str, *, host=None, top_k: int = TOP_K, device=None) -> dict:
+def explain(loaded, text: str, *, host=None, top_k: int = TOP_K, device=None, exact: bool = False) -> dict:
     """Per-token breakdown of a text's perplexity under ``loaded`` (a ``checkpoint.LoadedModel``).
 
     ``rows[i]`` is the prediction of token ``position`` (>= 1) from the tokens before it: its
     ``probability``, ``nll`` = -ln p (nats), ``bits`` = -log2 p, ``rank`` (1 = the model's top pick) and
     the ``top`` k predictions. Token 0 has no prediction; it only starts the state. All sums are
     float64, so ``exp(mean(row nll))`` reproduces ``perplexity``. The metric plugins (accuracy and any
-    third-party ones) see the same predictions.
+    third-party ones) see the same predictions. The rows are made on demand (``scoring.ExplainedRows``),
+    and the text is scored as parallel streams with a burn-in (``exact`` keeps one stream).
     """
-    from .plugins import default_host
-    from .trainer import MetricSet
-
-    tok = tokenize_for_model(loaded, text)
-    if len(tok.ids) < 2:
-        raise RNNStudioError("the text has fewer than 2 tokens; there is nothing to score")
-    vocab = loaded.vocab
-    host = host or default_host()
-    warns: list[str] = []
-    metrics = MetricSet({n: host.metric(n) for n in host.names("metric")}, warns.append)
-    metrics.reset()
-    rows: list[dict] = []
-    nll_list: list[float] = []
-    for log_probs, targets in token_log_probs(loaded.model, tok.ids, device=device):
-        nll = -log_probs.gather(1, targets[:, None])[:, 0]  # (T,) float64
-        metrics.update(log_probs.float(), targets, nll.float())
-        k = max(1, min(top_k, log_probs.shape[1]))
-        top_lp, top_ids = log_probs.topk(k, dim=-1)  # (T, k)
-        ranks = ((log_probs > (-nll)[:, None]).sum(dim=1) + 1).tolist()
-        for i, (t_id, value) in enumerate(zip(targets.tolist(), nll.tolist())):
-            position = len(rows) + 1
-            rows.append({
-                "position": position,
-                "token": tok.tokens[position],
-                "id": t_id,
-                "unknown": t_id == vocab.unk,
-                "probability": math.exp(-value),
-                "nll": value,
-                "bits": value / math.log(2),
-                "rank": ranks[i],
-                "top": [{"token": vocab.idx_to_token[j], "probability": math.exp(lp)}
-                        for j, lp in zip(top_ids[i].tolist(), top_lp[i].tolist())],
-            })
-            nll_list.append(value)
-    values = metrics.values()
-    nll_np = np.asarray(nll_list, dtype=np.float64)
-    mean_nll = float(nll_np.mean())
-    unit = "words" if tok.tokenizer == "word" else "characters"
-    return {
-        **values,
-        "model": loaded.name,
-        "tokens": len(tok.ids),
-        "scored": len(rows),
-        "unit": unit,
-        "unknown": int((tok.ids == vocab.unk).sum()),
-        "first_token": tok.tokens[0],
-        "preprocess": tok.preprocess,
-        "tokenizer": tok.tokenizer,
-        "sum_nll": float(nll_np.sum()),
-        "mean_nll": mean_nll,
-        "cross-entropy": mean_nll,
-        "perplexity": math.exp(mean_nll),
-        "bits-per-token": mean_nll / math.log(2),
-        "accuracy": float(np.mean([r["rank"] == 1 for r in rows])),
-        "worked_example": worked_example(rows),
-        "rows": rows,
-        "warnings": warns,
-    }
+    result = explain_text(loaded, text, host=host, top_k=top_k, device=device, exact=exact)
+    result["worked_example"] = worked_example(result["rows"])
+    return result
 
 
 def worked_example(rows: list[dict], first: int = WORKED_TOKENS) -> dict:
@@ -141,7 +32,8 @@ def worked_example(rows: list[dict], first: int = WORKED_TOKENS) -> dict:
     nlls = [r["nll"] for r in head]
     sum_head = math.fsum(nlls)
     mean_head = sum_head / len(head)
-    total = math.fsum(r["nll"] for r in rows)
+    nll = getattr(rows, "scores", None)
+    total = math.fsum(nll.nll) if nll is not None else math.fsum(r["nll"] for r in rows)
     mean = total / len(rows)
     steps = [f"token {r['position']} {r['token']!r}: p = {r['probability']:.4f}, NLL = -ln p = {r['nll']:.4f}"
              for r in head]
@@ -166,19 +58,32 @@ def worked_example(rows: list[dict], first: int = WORKED_TOKENS) -> dict:
     }
 
 
+EXPLAIN_HEADER = f"{'pos':>5}  {'token':<10} {'p':>8} {'nll':>8}  top predictions"
+
+
+def format_row(r: dict) -> str:
+    """One row of the CLI's per-token table."""
+    top = "  ".join(f"{t['token']!r} {t['probability']:.3f}" for t in r["top"])
+    return f"{r['position']:>5}  {r['token']!r:<10} {r['probability']:>8.4f} {r['nll']:>8.4f}  {top}"
+
+
+def explanation_lines(result: dict, *, max_rows: int | None = 40):
+    """The CLI's text form of ``explain``, a line at a time: the per-token table, then the worked example."""
+    rows = result["rows"]
+    shown = len(rows) if max_rows is None else min(max_rows, len(rows))
+    yield EXPLAIN_HEADER
+    for i in range(shown):
+        yield format_row(rows[i])
+    if len(rows) > shown:
+        yield f"  ... {len(rows) - shown} more rows (use --json for all of them)"
+    yield ""
+    yield "how the numbers add up:"
+    for step in result["worked_example"]["steps"]:
+        yield f"  {step}"
+
+
 def format_explanation(result: dict, *, max_rows: int = 40) -> str:
-    """The CLI's text form of ``explain``: a per-token table, then the worked example."""
-    lines = [f"{'pos':>5}  {'token':<10} {'p':>8} {'nll':>8}  top predictions"]
-    for r in result["rows"][:max_rows]:
-        top = "  ".join(f"{t['token']!r} {t['probability']:.3f}" for t in r["top"])
-        lines.append(f"{r['position']:>5}  {r['token']!r:<10} {r['probability']:>8.4f} {r['nll']:>8.4f}  {top}")
-    hidden = len(result["rows"]) - max_rows
-    if hidden > 0:
-        lines.append(f"  ... {hidden} more rows (use --json for all of them)")
-    lines.append("")
-    lines.append("how the numbers add up:")
-    lines.extend(f"  {s}" for s in result["worked_example"]["steps"])
-    return "\n".join(lines)
+    return "\n".join(explanation_lines(result, max_rows=max_rows))
 
 
 def compare(loaded_a, loaded_b, text: str, *, host=None, top_k: int = TOP_K, device=None) -> dict:

@@ -7,13 +7,21 @@ from pathlib import Path
 
 import platformdirs
 
+from .errors import RNNStudioError
+
 APP = "rnnstudio"
 
 
 def _home() -> Path | None:
     # RNNSTUDIO_HOME puts every folder under one root: handy for tests and portable installs.
     home = os.environ.get("RNNSTUDIO_HOME")
-    return Path(home).expanduser() if home else None
+    if not home:
+        return None
+    path = Path(home).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RNNStudioError(f"RNNSTUDIO_HOME={home} is not a folder (it is a file); point it at a folder "
+                             f"(created if missing) or unset it")
+    return path
 
 
 def data_dir() -> Path:

@@ -15,9 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnstudio import explorer, inspector
+from rnnstudio import explorer, inspector, scoring
 from rnnstudio.checkpoint import LoadedModel, load_model
-from rnnstudio.cli import main as cli_main, score_text
+from rnnstudio.cli import main as cli_main
+from rnnstudio.scoring import score_text
 from rnnstudio.data import Vocab
 from rnnstudio.errors import RNNStudioError
 from rnnstudio.model import ModelConfig, RNNLanguageModel
@@ -68,8 +69,9 @@ def test_score_explain_json_holds_up(tiny_corpus, tmp_path, capsys):
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
-    result = json.loads(cli("--explain", "--json"))
-    rows = result["rows"]
+    lines = [json.loads(line) for line in cli("--explain", "--json").splitlines()]  # JSON lines: rows, then summary
+    assert {line["event"] for line in lines[:-1]} == {"token"} and lines[-1]["event"] == "summary"
+    rows, result = lines[:-1], lines[-1]
     assert len(rows) == result["scored"] == len(sample.read_text()) - 1
     nll = np.array([r["nll"] for r in rows], dtype=np.float64)
     assert math.exp(nll.mean()) == pytest.approx(result["perplexity"], rel=1e-6)
@@ -99,8 +101,8 @@ def test_explain_carries_state_across_chunks(monkeypatch):
     """Chunked B=1 pass with the state carried == one forward over the whole text."""
     text = "hello (world) \"quoted\" 123 and more text\n" * 3
     loaded = in_memory("gru", text, seed=3)
-    monkeypatch.setattr(inspector, "CHUNK", 7)
-    result = inspector.explain(loaded, text)
+    monkeypatch.setattr(scoring, "SEQ_LEN", 7)
+    result = inspector.explain(loaded, text, exact=True)
     ids = torch.tensor(loaded.vocab.encode(text))
     logits, _, _ = loaded.model(ids[None, :-1])
     want = F.cross_entropy(logits[0].double(), ids[1:], reduction="none")
