@@ -1,27 +1,45 @@
 """RNN Studio: train recurrent language models on your own text. This module is the public plugin API."""
 
-from .components import Cell, Corpus, Metric
-from .errors import RNNStudioError
-from .fileio import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
-from .hookspecs import hookimpl
-from .params import Param
-from .paths import cache_dir, config_dir, data_dir
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Cell",
-    "Corpus",
-    "Metric",
-    "Param",
-    "RNNStudioError",
-    "hookimpl",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
-    "cache_dir",
-    "config_dir",
-    "data_dir",
-    "__version__",
-]
+# Name -> the submodule that defines it. They load on first use, so `import rnnstudio` (and with it
+# `rnnstudio --version`, `--help` and `models`) does not import torch; `from rnnstudio import Cell` still works.
+_EXPORTS = {
+    "Cell": "components",
+    "Corpus": "components",
+    "Metric": "components",
+    "Param": "params",
+    "RNNStudioError": "errors",
+    "hookimpl": "hookspecs",
+    "atomic_write": "fileio",
+    "atomic_write_bytes": "fileio",
+    "atomic_write_json": "fileio",
+    "atomic_write_text": "fileio",
+    "cache_dir": "paths",
+    "config_dir": "paths",
+    "data_dir": "paths",
+    "check_text_encoding": "textfiles",
+    "check_user_path": "textfiles",
+    "read_text_chunks": "textfiles",
+    "read_text_file": "textfiles",
+    "text_files": "textfiles",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rnnstudio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from .errors import RNNStudioError
 from .fileio import json_safe
+from .threads import prefer_passive_wait
 
+prefer_passive_wait()  # the `rnnstudio` command, `python -m rnnstudio` and torchrun ranks, before torch loads
 EXIT_USER_ERROR = 2
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from typing import Any, Iterator
@@ -17,6 +16,7 @@ from .devices import resolve_device
 from .errors import RNNStudioError
 from .model import ModelConfig, RNNLanguageModel, count_parameters, detach_state, state_tensors
 from .sampling import SamplingConfig, generate_text
+from .threads import ThreadTuner, check_threads, max_auto_threads
 
 # The settings live in config.py; they are re-exported here for the loop and for older imports.
 from .config import DEFAULT_LR, MAX_LOSS, OPTIMIZERS, TrainConfig  # noqa: E402,F401
@@ -93,14 +93,19 @@ def evaluate(model, ids: torch.Tensor, batch_size: int, seq_len: int, metrics: M
 
 # -- the training loop --------------------------------------------------------------------
 
-def auto_threads(device) -> int:
-    """threads=0 on a CPU. In the main thread (the CLI): torch's default, every core; on a quiet 2-core
-    machine a hidden-512 GRU trains ~1.4x faster with 2 threads than with 1. In a background thread (the
-    GUI's worker): at most ``cores - 1``, so the event loop keeps a core; OpenMP threads spin at every
-    barrier, and one descheduled by the GUI thread stalls the whole step."""
-    if torch.device(device).type != "cpu" or threading.current_thread() is threading.main_thread():
-        return torch.get_num_threads()
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+def thread_tuner(config: TrainConfig, device: torch.device) -> ThreadTuner | None:
+    """Set torch's CPU threads: ``--threads N`` forces N; 0 (auto) on a CPU times 1 against N threads while
+    training (see ThreadTuner) and returns the tuner the loop reports step times to."""
+    check_threads(config.threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+        return None
+    if device.type != "cpu":
+        return None
+    if config.world_size > 1:  # DDP couples the ranks' step times, so one rank cannot time its own choice
+        torch.set_num_threads(max_auto_threads())
+        return None
+    return ThreadTuner(max_auto_threads())
 
 
 def _load_corpus(host, config: TrainConfig, vocab: Vocab | None) -> tuple[EncodedCorpus, Any]:
@@ -147,6 +152,7 @@ class Trainer:
         self.stop_event = stop_event or threading.Event()
         self.pause_event = pause_event or threading.Event()
         self.model: RNNLanguageModel | None = None
+        self._tuner: ThreadTuner | None = None  # set per run (see thread_tuner)
         self.vocab: Vocab | None = None
         self.name = _model_name(config)
         self._first_loss: float | None = None  # the explosion check's reference, kept across a resume
@@ -178,9 +184,7 @@ class Trainer:
             self.config = cfg
         cfg.validate()
         device = resolve_device(cfg.device)
-        threads = cfg.threads or auto_threads(device)
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
+        self._tuner = thread_tuner(cfg, device)
         metric_classes = {n: self.host.metric(n) for n in self.host.names("metric")}
         cell_cls = self.host.cell(cfg.cell)
         cell_cls.resolve_options(cfg.cell_options)  # option errors before any work
@@ -406,7 +410,10 @@ class Trainer:
                 batch += 1
                 tokens_done += X.numel() * cfg.world_size
                 train_metrics.update(logits.detach(), y, nll.detach())
-                train_time += time.perf_counter() - t0
+                step_time = time.perf_counter() - t0
+                train_time += step_time
+                if self._tuner:
+                    self._tuner.observe(step_time)  # threads=0: may switch the thread count for the next step
 
                 if first_loss is None:
                     first_loss = loss_value
