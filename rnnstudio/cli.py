@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
+from dataclasses import replace
 
 from .errors import RNNStudioError
 from .fileio import json_safe
@@ -227,38 +227,26 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
     return 128 + caught[0]
 
 
-def _temperatures(values: list[str] | None) -> list[float]:
-    out = []
-    for v in values or ["1.0"]:
-        for part in str(v).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                out.append(float(part))
-            except ValueError:
-                raise RNNStudioError(f"--temperature expects numbers, got {part!r}") from None
-    return out or [1.0]
-
-
 def cmd_generate(args) -> int:
     from .checkpoint import load_model
     from .devices import resolve_device
-    from .sampling import SamplingConfig, stream, unescape
+    from .config import SamplingConfig
+    from .sampling import stream, unescape
+    from .settings import expand, from_args
 
     host = _host(args)
     loaded = load_model(args.model, host=host, device=resolve_device(args.device))
     prefix = args.prefix if args.prefix is not None else loaded.config.get("data", {}).get("sample_prefix", "The ")
-    temps = [None] if args.greedy else _temperatures(args.temperature)
-    stop_at = unescape(args.stop_at) if args.stop_at else None
+    asked = from_args(SamplingConfig, args)
+    asked.stop_at = unescape(asked.stop_at) if asked.stop_at else None
+    configs = [replace(asked, temperature=1.0)] if asked.greedy else expand(asked)
     results = []
-    for temp in temps:
-        cfg = SamplingConfig(length=args.length, greedy=args.greedy, temperature=1.0 if temp is None else temp, top_k=args.top_k,
-                             top_p=args.top_p, seed=args.seed, num_samples=args.samples, stop_at=stop_at)
+    for cfg in configs:
         cfg.validate()
-        header = len(temps) > 1 or args.samples > 1
+        temp = None if cfg.greedy else cfg.temperature
+        header = len(configs) > 1 or cfg.num_samples > 1
         if args.json or header:
-            texts = [prefix] * args.samples
+            texts = [prefix] * cfg.num_samples
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 for pieces in stream(loaded.model, loaded.vocab, prefix, cfg):
@@ -312,51 +300,48 @@ def cmd_models(args) -> int:
     return 0
 
 
-def score_text(loaded, text: str, *, device=None, host=None) -> dict:
-    """Perplexity and the other metrics of ``text`` under a loaded model, in one left-to-right pass."""
-    from .data import encode_text
-    from .plugins import default_host
-    from .trainer import MetricSet, evaluate
-
-    host = host or default_host()
-    data = loaded.config.get("data", {})
-    encoded = encode_text(text, tokenizer=loaded.vocab.tokenizer, preprocess=data.get("preprocess", "raw"),
-                          vocab=loaded.vocab)
-    ids = encoded.ids
-    if len(ids) < 2:
-        raise RNNStudioError("the text has fewer than 2 tokens; there is nothing to score")
-    warns: list[str] = []
-    metrics = MetricSet({n: host.metric(n) for n in host.names("metric")}, warns.append)
-    device = device or next(loaded.model.parameters()).device
-    values = evaluate(loaded.model, ids, 1, 256, metrics, device)
-    unknown = int((ids == 0).sum())
-    unit = "words" if loaded.vocab.tokenizer == "word" else "characters"
-    return {"model": loaded.name, "tokens": len(ids), "scored": len(ids) - 1, "unit": unit, "unknown": unknown,
-            **values, "warnings": warns}
-
-
 def cmd_score(args) -> int:
     from .checkpoint import load_model
     from .devices import resolve_device
 
     host = _host(args)
+    corpus = host.corpus("text-file")(path=args.file, encoding=args.encoding, errors=args.errors)  # checks first
     loaded = load_model(args.model, host=host, device=resolve_device(args.device))
-    corpus = host.corpus("text-file")(path=args.file, encoding=args.encoding, errors=args.errors)
-    text = "".join(corpus.iter_text())
-    if getattr(args, "explain", False):
-        from .inspector import explain, format_explanation
+    if args.explain:
+        return _explain(args, loaded, "".join(corpus.iter_text()), host)
+    from .scoring import score_stream
 
-        result = explain(loaded, text, host=host)
-        if not args.json:
-            print(format_explanation(result))
-    else:
-        result = score_text(loaded, text, host=host)
+    result = score_stream(loaded, corpus.iter_text, host=host, exact=args.exact)
     if args.json:
         _print_json(result)
     else:
         print(f"{args.file}: perplexity {_fmt(result.get('perplexity'))} over {result['scored']:,} {result['unit']} "
               f"(cross-entropy {_fmt(result.get('cross-entropy'))} nats, {_fmt(result.get('bits-per-token'))} bits per "
               f"token, accuracy {_fmt(result.get('accuracy'))}; {result['unknown']} unknown)")
+    return 0
+
+
+def _explain(args, loaded, text: str, host) -> int:
+    """``score --explain``: the rows are written as they are made (JSON lines, or a table), then the summary."""
+    from .inspector import explain, explanation_lines
+
+    result = explain(loaded, text, host=host, exact=args.exact)
+    rows = result.pop("rows")
+    out = sys.stdout
+    if args.json:  # one {"event": "token", ...} object per row, then {"event": "summary", ...}
+        for row in rows:
+            row = {"event": "token", **row}
+            try:
+                line = json.dumps(row, ensure_ascii=False, allow_nan=False)
+            except ValueError:  # an infinite NLL: null, as everywhere in the JSON output
+                line = json.dumps(json_safe(row), ensure_ascii=False)
+            out.write(line + "\n")
+        _print_json({"event": "summary", **result})
+        return 0
+    result["rows"] = rows
+    for line in explanation_lines(result, max_rows=args.rows):
+        out.write(line + "\n")
+    out.flush()
     return 0
 
 
@@ -415,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("plugins", "list corpora, cells and metrics with their parameters, and failed plugins")
     sp.add_argument("--json", action="store_true")
 
-    from .config import TrainConfig
+    from .config import SamplingConfig, TrainConfig
     from .settings import add_arguments
 
     sp = add("train", "train a model")
@@ -427,14 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("generate", "generate text from a saved model")
     sp.add_argument("--model", required=True)
     sp.add_argument("--prefix", default=None, help="text to warm up on (default: the corpus's sample prefix)")
-    sp.add_argument("--length", type=int, default=100)
-    sp.add_argument("--temperature", nargs="+", default=None, help="one or more, e.g. 0.5 1.0 (or 0.5,1.0)")
-    sp.add_argument("--top-k", type=int, default=0)
-    sp.add_argument("--top-p", type=float, default=1.0)
-    sp.add_argument("--greedy", action="store_true", help="argmax at every step (d2l's predict_ch8)")
-    sp.add_argument("--seed", type=int, default=None)
-    sp.add_argument("--samples", type=int, default=1)
-    sp.add_argument("--stop-at", default=None, help=r"stop a sample at this text, e.g. '\n\n'")
+    add_arguments(sp, SamplingConfig)
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--json", action="store_true")
 
@@ -450,7 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.add_argument("--encoding", default="utf-8")
     sp.add_argument("--errors", default="strict", choices=("strict", "replace"))
-    sp.add_argument("--explain", action="store_true", help="per-token breakdown")
+    sp.add_argument("--explain", action="store_true",
+                    help="per-token breakdown, written as it goes (with --json: one JSON object per token, then a summary)")
+    sp.add_argument("--rows", type=int, default=None, metavar="N",
+                    help="with --explain and no --json: print only the first N rows of the table (default: all)")
+    sp.add_argument("--exact", action="store_true",
+                    help="one left-to-right stream (slow); the default scores parallel streams, each warmed up on "
+                         "the text before it, which matches to about 0.1%% perplexity")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--json", action="store_true")
     return p
