@@ -14,6 +14,7 @@ from . import checkpoint as ckpt
 from .data import BatchPlan, EncodedCorpus, Vocab, encode_stream, eval_batches, train_val_split
 from .devices import resolve_device
 from .errors import RNNStudioError
+from .plugins import describe_failure
 from .model import ModelConfig, RNNLanguageModel, count_parameters, detach_state, state_tensors
 from .sampling import SamplingConfig, generate_text
 from .threads import ThreadTuner, check_threads, max_auto_threads
@@ -37,15 +38,15 @@ class MetricSet:
         for name, cls in classes.items():
             try:
                 self.metrics[name] = cls()
-            except Exception as exc:
-                warn(f"metric {name!r} disabled: it raised {type(exc).__name__}: {exc}")
+            except (Exception, SystemExit) as exc:
+                warn(f"metric {name!r} disabled: it raised {describe_failure(exc)}")
 
     def _guard(self, name, fn):
         try:
             return fn()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             self.metrics.pop(name, None)
-            self.warn(f"metric {name!r} disabled: it raised {type(exc).__name__}: {exc}")
+            self.warn(f"metric {name!r} disabled: it raised {describe_failure(exc)}")
             return None
 
     def reset(self):
@@ -121,11 +122,42 @@ def _load_corpus(host, config: TrainConfig, vocab: Vocab | None) -> tuple[Encode
     except MemoryError:
         raise RNNStudioError("the corpus does not fit in memory; use --max-tokens to train on a part of it",
                              source=source) from None
-    except Exception as exc:
-        raise RNNStudioError(f"the corpus plugin raised {type(exc).__name__}: {exc}", source=source) from None
+    except (Exception, SystemExit) as exc:
+        if raised_in(exc, corpus_cls.__module__):
+            raise RNNStudioError(f"the corpus plugin raised {describe_failure(exc)}", source=source) from None
+        raise RNNStudioError(f"reading the corpus failed: {describe_failure(exc)} (raised in {_raised_where(exc)})",
+                             source=source) from None
     if len(encoded.ids) == 0 or not any(c.strip() for c in encoded.counts if isinstance(c, str)):
         raise RNNStudioError("the corpus is empty or only whitespace; give it some text to learn from", source=source)
     return encoded, corpus
+
+
+def raised_in(exc: BaseException, module: str) -> bool:
+    """Whether ``exc`` was raised inside ``module``'s own code: a frame of its traceback runs there."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__") or ""
+        if name == module or name.startswith(module + "."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _raised_where(exc: BaseException) -> str:
+    """The module of the innermost frame of ``exc``'s traceback."""
+    tb, name = exc.__traceback__, "?"
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__") or name
+        tb = tb.tb_next
+    return name
+
+
+class _Fault(Exception):
+    """An exception (or SystemExit) from inside the loop's work, with what the loop was doing."""
+
+    def __init__(self, exc: BaseException, during: str):
+        super().__init__(str(exc))
+        self.exc, self.during = exc, during
 
 
 def _sample_prefix(preferred: str, vocab: Vocab, train_ids: torch.Tensor) -> str:
@@ -218,8 +250,8 @@ class Trainer:
             raise
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory(cfg, device) from None
-        except Exception as exc:
-            raise RNNStudioError(f"the cell plugin could not be built: {type(exc).__name__}: {exc}",
+        except (Exception, SystemExit) as exc:
+            raise RNNStudioError(f"the cell plugin could not be built: {describe_failure(exc)}",
                                  source=f"cell {cfg.cell!r}") from None
         self.model = model
         params = list(model.parameters())
@@ -276,12 +308,33 @@ class Trainer:
                 writer = ckpt.ModelWriter.create(self.name, config_json, vocab, resume=bool(saved))
             yield Started(self.name, str(device), len(vocab), len(train_ids), len(val_ids), steps_per_epoch,
                           total, count_parameters(model), step, epoch, str(writer.path) if writer else "")
-            yield from self._loop(model, opt, vocab, train_ids, val_ids, metric_classes, writer, device,
-                                  step, epoch, batch_start, hidden, best_val, total, steps_per_epoch,
-                                  sample_prefix)
+            yield from self._guarded(self._loop(model, opt, vocab, train_ids, val_ids, metric_classes, writer,
+                                                device, step, epoch, batch_start, hidden, best_val, total,
+                                                steps_per_epoch, sample_prefix))
         finally:
             if lock:
                 lock.release()
+
+    def _guarded(self, loop):
+        """The loop's events. When plugin code raises (SystemExit included) or a rank is lost, the last
+        completed step is saved first, and the error says what raised and what is on disk."""
+        self._save_after_failure = None
+        try:
+            yield from loop
+        except (RNNStudioError, KeyboardInterrupt, GeneratorExit):
+            raise
+        except BaseException as exc:
+            exc, during = (exc.exc, exc.during) if isinstance(exc, _Fault) else (exc, "")
+            message, source = self.describe_failure(exc, during)
+            note = self._save_after_failure() if self._save_after_failure else "no checkpoint was saved"
+            raise RNNStudioError(f"{message}; training stopped, {note}", source=source) from None
+
+    def describe_failure(self, exc: BaseException, during: str) -> tuple[str, str | None]:
+        """``(message, source)`` for an exception from the loop: the cell plugin's only if its code raised it."""
+        cell = self.config.cell
+        if raised_in(exc, self.host.cell(cell).__module__):
+            return f"the cell plugin raised {describe_failure(exc)}{during}", f"cell {cell!r}"
+        return f"training failed{during}: {describe_failure(exc)} (raised in {_raised_where(exc)})", None
 
     def _loop(self, model, opt, vocab, train_ids, val_ids, metric_classes, writer, device, step, epoch,
               batch_start, hidden, best_val, total, steps_per_epoch, sample_prefix):
@@ -290,7 +343,6 @@ class Trainer:
         train_metrics = MetricSet(metric_classes, warnings_out.append)
         val_metrics = self.make_metric_set(metric_classes, warnings_out.append, split="val")
         params = [p for p in model.parameters() if p.requires_grad]
-        cell_source = f"cell {cfg.cell!r}"
         tokens_done = 0
         run_steps = 0  # steps taken by this process (a resumed run starts at its checkpoint's step)
         train_time = 0.0
@@ -305,6 +357,7 @@ class Trainer:
         state = hidden
         model.train()
         forward = self.training_forward(model)  # under torchrun: DDP's forward, so its gradient hooks fire
+        saved_at = step if writer is not None and writer.created else None  # the step of the checkpoint on disk
 
         def flush_warnings():
             while warnings_out:
@@ -314,27 +367,49 @@ class Trainer:
             return {"step": step, "epoch": epoch, "batch": batch, "best_val": best_val, "first_loss": first_loss}
 
         def summary():
-            return {"step": step, "epoch": epoch, "val_perplexity": last_val.get("perplexity"),
-                    "train_perplexity": last_train.get("perplexity"), "device": str(device),
-                    "tokens_per_s": tokens_done / train_time if train_time else 0.0}
+            out = {"step": step, "epoch": epoch, "val_perplexity": last_val.get("perplexity"), "device": str(device)}
+            if run_steps:  # a run that took no step keeps the saved train perplexity and speed
+                out.update(train_perplexity=last_train.get("perplexity"),
+                           tokens_per_s=tokens_done / train_time if train_time else 0.0)
+            return out
 
-        def save(best=False):
-            nonlocal last_ckpt_time
+        def save(best=False, collective=True):
+            nonlocal last_ckpt_time, saved_at
             last_ckpt_time = time.monotonic()
             h = state_tensors(state) if (state is not None and cfg.partition == "sequential") else None
-            h = self.gather_state(h)  # under torchrun every rank takes part; only rank 0 writes
+            if collective:
+                h = self.gather_state(h)  # under torchrun every rank takes part; only rank 0 writes
+            elif cfg.world_size > 1:
+                h = None  # after a failure the peers may be gone: a resume starts a fresh state
             if not all(bool(torch.isfinite(p).all()) for p in params):  # never checkpoint broken weights
                 raise diverged(step, "the weights became NaN or inf")
             if writer is None:
                 return None
             writer.save(model, opt, position(), h, summary(), best=best)  # disk errors: RNNStudioError
+            saved_at = step
             return Checkpointed(step, str(writer.path))
+
+        def checkpoint_note() -> str:
+            if writer is None and not self.is_main:
+                return "rank 0 keeps the checkpoints"
+            return "no checkpoint was saved" if saved_at is None else f"the last checkpoint (step {saved_at}) is intact"
+
+        def save_after_failure() -> str:
+            if writer is None or step == 0 or step == saved_at:
+                return checkpoint_note()
+            try:
+                save(collective=False)
+            except RNNStudioError:
+                return f"{checkpoint_note()}; step {step} could not be saved"
+            return f"the model is saved at step {step}"
+
+        self._save_after_failure = save_after_failure
 
         def diverged(at_step, reason):
             clip = f"--clip, now {cfg.clip:g}" if cfg.clip > 0 else "--clip 1"
             return RNNStudioError(
                 f"training diverged at step {at_step}: {reason}. Lower the learning rate (--lr, now "
-                f"{cfg.learning_rate:g}) or clip gradients harder ({clip}); the last good checkpoint is untouched",
+                f"{cfg.learning_rate:g}) or clip gradients harder ({clip}); {checkpoint_note()}",
                 source=f"model {self.name!r}")
 
         def run_eval():
@@ -346,9 +421,8 @@ class Trainer:
                 raise
             except torch.cuda.OutOfMemoryError:
                 raise _out_of_memory(cfg, device) from None
-            except Exception as exc:  # metrics are guarded by MetricSet, so this is the cell
-                raise RNNStudioError(f"the cell plugin raised {type(exc).__name__} during validation: {exc}; "
-                                     f"training stopped, the last checkpoint is intact", source=cell_source) from None
+            except (Exception, SystemExit) as exc:  # metrics are guarded by MetricSet
+                raise _Fault(exc, f" during validation at step {step}") from exc
             last_val = self.reduce_metrics(last_val, val_metrics)
             ppl = last_val.get("perplexity", math.inf)
             improved = ppl < best_val
@@ -359,6 +433,9 @@ class Trainer:
         train_metrics.reset()
         # a resumed run that already reached its length only re-validates and saves
         already_done = bool((cfg.max_steps and step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs))
+        if already_done:
+            warnings_out.append(f"the model is already at step {step} (epoch {epoch}), which this run's length does "
+                                f"not exceed: it is validated and saved again, not trained")
         while not already_done:
             plan = BatchPlan(train_ids, cfg.batch_size, cfg.seq_len, cfg.partition, seed=cfg.seed, epoch=epoch,
                              rank=cfg.rank, world_size=cfg.world_size)
@@ -402,9 +479,8 @@ class Trainer:
                     raise
                 except torch.cuda.OutOfMemoryError:
                     raise _out_of_memory(cfg, device) from None
-                except Exception as exc:
-                    raise RNNStudioError(f"the cell plugin raised {type(exc).__name__}: {exc}; training stopped, "
-                                         f"the last checkpoint is intact", source=cell_source) from None
+                except (Exception, SystemExit) as exc:
+                    raise _Fault(exc, f" at step {step + 1}") from exc
                 state = new_state
                 step += 1
                 batch += 1
@@ -475,9 +551,9 @@ class Trainer:
                 yield ck
         yield from flush_warnings()
         rate = tokens_done / train_time if train_time else 0.0
-        yield Finished(self.name, str(writer.path) if writer else None, step, epoch, stopped,
-                       last_train.get("perplexity"), last_val.get("perplexity"), rate,
-                       time.perf_counter() - start, str(device), dict(last_train), dict(last_val))
+        path = str(writer.path) if writer is not None and writer.created else None
+        yield Finished(self.name, path, step, epoch, stopped, last_train.get("perplexity"),
+                       last_val.get("perplexity"), rate, time.perf_counter() - start, str(device), dict(last_train), dict(last_val))
 
     # -- hooks for data parallelism (see distributed.py); single-process defaults ----------
     @property
@@ -519,9 +595,8 @@ class Trainer:
             return generate_text(model, vocab, prefix, SamplingConfig(length=self.config.sample_length, greedy=True))[0]
         except RNNStudioError as exc:
             return f"(no sample: {exc})"
-        except Exception as exc:
-            raise RNNStudioError(f"the cell plugin raised {type(exc).__name__} while sampling: {exc}; training "
-                                 f"stopped, the last checkpoint is intact", source=f"cell {self.config.cell!r}") from None
+        except (Exception, SystemExit) as exc:
+            raise _Fault(exc, " while sampling") from exc
 
 
 class _Diverged(Exception):
