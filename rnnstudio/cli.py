@@ -87,7 +87,7 @@ def cmd_train(args) -> int:
     if not config.resume:
         _resolve_component_options(host, config)
     if args.distributed:
-        from .distributed import run_distributed  # noqa: F401  (issue 7)
+        from .distributed import run_distributed
 
         return run_distributed(config, host, args)
     trainer = Trainer(config, host=host)

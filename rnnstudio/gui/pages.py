@@ -38,10 +38,10 @@ def attach_view(window, view, refresh: str):
     """Wire a page into the window: ``view.<refresh>()`` runs whenever models change, and its ``status``
     signal shows in the status bar. Returns the view, so a ``page(window)`` factory can end with it."""
     window.models_changed.connect(getattr(view, refresh))
-    view.status.connect(lambda text: window.statusBar().showMessage(text, 10000))
+    view.status.connect(window.show_status)
     return view
 
 
-# issue 8: see inside the model
+# the pages that look inside a model
 PAGES += [("Inspector", _lazy("inspector_view")), ("Explorer", _lazy("explorer_view")), ("Runs", _lazy("runs_view")),
           ("Under the hood", _lazy("hood_view"))]

@@ -108,7 +108,7 @@ def _shot(module: str, function: str = "screenshot"):
     return lambda window: getattr(__import__(f"{__package__}.{module}", fromlist=[function]), function)(window)
 
 
-# issue 8: the runs shot trains rnn and lstm runs beside the demo GRU; later shots use them
+# the runs shot trains rnn and lstm runs beside the demo GRU; later shots use them
 SHOTS += [("runs.png", _shot("runs_view")), ("inspector.png", _shot("inspector_view")),
           ("inspector-compare.png", _shot("inspector_view", "screenshot_compare")),
           ("explorer.png", _shot("explorer_view")), ("hood.png", _shot("hood_view"))]
