@@ -312,7 +312,7 @@ def host():
     return load_plugins(no_plugins=True, extra=[("test:faults", FaultyPlugins())])
 
 
-def test_cell_that_raises_stops_training_naming_it_with_the_last_checkpoint_intact(host, tiny_corpus):
+def test_cell_that_raises_stops_training_naming_it_and_saves_the_last_completed_step(host, tiny_corpus):
     config = _config(corpus_options={"path": str(tiny_corpus)}, cell="flaky", cell_options={"fail_at": 26},
                      max_steps=100, checkpoint_every=10, name="flaky")
     events = Trainer(config, host=host).run()
@@ -323,22 +323,24 @@ def test_cell_that_raises_stops_training_naming_it_with_the_last_checkpoint_inta
                 folder = Path(event.path)
                 snapshot = {p.name: p.read_bytes() for p in folder.iterdir()}
     msg = str(info.value)
-    assert "cell 'flaky'" in msg and "RuntimeError: kaboom in the recurrence" in msg and "intact" in msg
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == snapshot
+    assert "cell 'flaky'" in msg and "RuntimeError: kaboom in the recurrence at step 26" in msg
+    assert msg.endswith("the model is saved at step 25")  # steps 21-25 are not lost
+    assert snapshot is not None and {p.name: p.read_bytes() for p in folder.iterdir()} != snapshot
     loaded = ckpt.load_model("flaky", host=host)
-    assert loaded.config["summary"]["step"] == 20
+    assert loaded.config["summary"]["step"] == 25
     assert not (paths.models_dir() / ".flaky.lock").exists()  # the lock is released on the way out
 
 
-@pytest.mark.parametrize("options, expected", [({"fail_in_eval": True}, "IndexError during validation"),
-                                               ({"fail_init": True}, "could not be built")])
-def test_cell_that_fails_in_validation_or_construction_is_named(host, tiny_corpus, options, expected):
+@pytest.mark.parametrize("options, expected, saved", [
+    ({"fail_in_eval": True}, "IndexError: kaboom in eval during validation at step 3", True),
+    ({"fail_init": True}, "could not be built", False)])
+def test_cell_that_fails_in_validation_or_construction_is_named(host, tiny_corpus, options, expected, saved):
     config = _config(corpus_options={"path": str(tiny_corpus)}, cell="flaky", cell_options=options, max_steps=6,
                      eval_every=3, name="flaky")
     with pytest.raises(RNNStudioError) as info:
         list(Trainer(config, host=host).run())
     assert "cell 'flaky'" in str(info.value) and expected in str(info.value)
-    assert not (paths.models_dir() / "flaky").exists()
+    assert (paths.models_dir() / "flaky").exists() == saved  # the 3 steps taken before validation are kept
 
 
 def test_metric_that_raises_is_disabled_with_a_warning_and_training_goes_on(host, tiny_corpus):
