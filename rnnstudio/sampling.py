@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Iterator
@@ -55,6 +56,44 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 _MAX_CHUNK = 32  # tokens computed per entry into inference mode (a few ms at most)
+TINY_TEMPERATURE = 1e-30  # below this, logits / T can overflow float32: shift by the max and divide in float64
+MEMORY_SHARE = 0.5  # a generation may plan to use at most this share of the memory that is free
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new allocations (Linux's MemAvailable, else all physical memory), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def estimate_bytes(model, prefix_tokens: int, cfg: SamplingConfig) -> int:
+    """A lower bound on what ``stream`` and its caller hold at once for ``cfg.num_samples`` samples."""
+    mc = model.config
+    n, V, H, L = cfg.num_samples, mc.vocab_size, mc.hidden_size, mc.num_layers
+    warm_up = prefix_tokens * (4 * V + 8 * H * L)  # the prefix's logits (L*N, V) and the cell's activations
+    per_step = 4 * (4 * V + 8 * H * L) + 120  # scaled logits, probabilities, states; a token string per sample
+    text = 2 * max(cfg.length, 0) + 60  # the growing text of each sample (the CLI keeps them)
+    return n * (warm_up + per_step + text)
+
+
+def check_fits(model, prefix_tokens: int, cfg: SamplingConfig) -> None:
+    """Refuse, before allocating anything, a generation that cannot fit in memory."""
+    need = estimate_bytes(model, prefix_tokens, cfg)
+    free = available_memory()
+    if free is not None and need > MEMORY_SHARE * free:
+        raise RNNStudioError(
+            f"{cfg.num_samples:,} samples of {cfg.length:,} tokens need about {need / 2**30:,.1f} GB (samples x "
+            f"(prefix + vocabulary {model.config.vocab_size:,} + text length)), more than half of the "
+            f"{free / 2**30:,.1f} GB free; generate fewer samples at once, or shorter ones")
 
 
 def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_prefix: bool = False) -> Iterator[list[str]]:
@@ -74,6 +113,7 @@ def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_pref
         with torch.inference_mode():  # cheaper per op than no_grad; nothing made here is ever trained on
             device = next(model.parameters()).device
             ids = prefix_to_ids(vocab, prefix, strict=strict_prefix)
+            check_fits(model, len(ids), cfg)
             x = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)  # (N, L)
             state = model.begin_state(n, device)
             with onednn_off():
@@ -95,7 +135,9 @@ def stream(model, vocab: Vocab, prefix: str, cfg: SamplingConfig, *, strict_pref
                         toks = last.argmax(dim=-1).tolist()
                     else:
                         scaled = last if last.dtype == torch.float32 else last.float()
-                        if temperature != 1.0:  # x / 1 == x exactly, so skipping the op changes nothing
+                        if temperature < TINY_TEMPERATURE:  # (x - max) / T: 0 for the top token, -inf for the rest
+                            scaled = (scaled - scaled.amax(dim=-1, keepdim=True)).double() / temperature
+                        elif temperature != 1.0:  # x / 1 == x exactly, so skipping the op changes nothing
                             scaled = scaled / temperature
                         if filtering:
                             scaled = filter_logits(scaled, cfg.top_k, cfg.top_p)

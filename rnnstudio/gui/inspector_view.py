@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 from bisect import bisect_right
-from pathlib import Path
 
 from PySide6.QtCore import QEvent, QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
@@ -19,7 +18,7 @@ from .workers import Background
 
 SAMPLE_TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
                "matter to us. \"It is simple,\" he said; for i in range(10): print(i)\n")
-MAX_SHOWN = 20_000  # tokens drawn in a view; scoring always covers the whole text
+PAGE_TOKENS = 5_000  # tokens drawn per page of a view; scoring always covers the whole text
 NONE = "(none)"
 
 
@@ -29,10 +28,10 @@ def model_names() -> list[str]:
 
 
 def read_text_file(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise RNNStudioError(f"{path}: cannot read it ({exc.strerror or exc}); pick another file") from None
+    """A user's text file as UTF-8 (bad bytes replaced); pipes, devices and folders are refused with one line."""
+    from ..textfiles import read_text_file as read_checked
+
+    return read_checked(path, "utf-8", "replace")
 
 
 def open_text(parent, path: str | None = None) -> str | None:
@@ -221,6 +220,12 @@ class InspectorView(QWidget):
         self.open_button.clicked.connect(self.open_file)
         self.inspect_button = QPushButton("Inspect", objectName="primary")
         self.inspect_button.clicked.connect(self.inspect)
+        self.page = 0  # which PAGE_TOKENS tokens of the result are drawn
+        self.prev_button = QPushButton("◀ Previous")
+        self.next_button = QPushButton("Next ▶")
+        self.prev_button.clicked.connect(lambda: self.show_page(self.page - 1))
+        self.next_button.clicked.connect(lambda: self.show_page(self.page + 1))
+        self.page_label = QLabel("")
         top = QHBoxLayout()
         top.addWidget(QLabel("Model A"))
         top.addWidget(self.model_a)
@@ -229,6 +234,10 @@ class InspectorView(QWidget):
         top.addWidget(self.open_button)
         top.addWidget(self.inspect_button)
         top.addStretch(1)
+        top.addWidget(self.prev_button)
+        top.addWidget(self.page_label)
+        top.addWidget(self.next_button)
+        self._update_paging()
 
         self.input = QPlainTextEdit(SAMPLE_TEXT)
         self.input.setPlaceholderText("Paste text here, or open a file")
@@ -317,41 +326,76 @@ class InspectorView(QWidget):
         return self.busy
 
     # -- display --------------------------------------------------------------------
+    def pages(self) -> int:
+        """How many pages of PAGE_TOKENS tokens the result on screen has (0 without a result)."""
+        return -(-self.result["scored"] // PAGE_TOKENS) if self.result else 0
+
+    def _update_paging(self) -> None:
+        n = self.pages()
+        self.prev_button.setEnabled(self.page > 0)
+        self.next_button.setEnabled(self.page + 1 < n)
+        for w in (self.prev_button, self.next_button, self.page_label):
+            w.setVisible(n > 1)
+        if n > 1:
+            lo = self.page * PAGE_TOKENS
+            hi = min(lo + PAGE_TOKENS, self.result["scored"])
+            self.page_label.setText(f"tokens {lo + 1:,}–{hi:,} of {self.result['scored']:,}")
+
+    def _window(self) -> slice:
+        lo = self.page * PAGE_TOKENS
+        return slice(lo, lo + PAGE_TOKENS)
+
     def _draw(self, view: TokenView, result: dict, title: str) -> None:
-        rows = result["rows"][:MAX_SHOWN]
+        rows = result["rows"][self._window()]  # only this page's rows are made (ExplainedRows)
         sep = " " if result["tokenizer"] == "word" else ""
         from ..inspector import probability_colour
 
+        first = f"{visible(result['first_token'])}{sep}" if self.page == 0 else ""
         view.set_tokens([r["token"] for r in rows], [probability_colour(r["probability"]) for r in rows],
-                        [probability_tip(r) for r in rows], separator=sep,
-                        lead=f"{title}\n{visible(result['first_token'])}{sep}")
+                        [probability_tip(r) for r in rows], separator=sep, lead=f"{title}\n{first}")
+
+    def show_page(self, page: int) -> None:
+        """Draw page ``page`` (clamped) of the result on screen."""
+        if not self.result:
+            return
+        self.page = max(0, min(page, self.pages() - 1))
+        self._draw_result(self.result)
+        self._update_paging()
 
     def show_result(self, result: dict) -> None:
         self.result = result
+        self.page = 0
+        self._draw_result(result)
+        self._update_paging()
         if result["kind"] == "explain":
-            self._draw(self.view_a, result, f"{result['model']}: perplexity {result['perplexity']:.3f}")
-            self.view_b.hide()
-            self.view_diff.hide()
             self.breakdown.setHtml(breakdown_html(result))
             self.status.emit(f"{result['model']}: perplexity {result['perplexity']:.3f} over {result['scored']} tokens")
             return
         ea, eb = result["explain_a"], result["explain_b"]
+        self.breakdown.setHtml(compare_html(result) + breakdown_html(ea) + breakdown_html(eb))
+        self.status.emit(f"A wins {result['wins']['a']} tokens, B wins {result['wins']['b']}")
+
+    def _draw_result(self, result: dict) -> None:
+        if result["kind"] == "explain":
+            self._draw(self.view_a, result, f"{result['model']}: perplexity {result['perplexity']:.3f}")
+            self.view_b.hide()
+            self.view_diff.hide()
+            return
+        ea, eb = result["explain_a"], result["explain_b"]
         self._draw(self.view_a, ea, f"A {ea['model']}: perplexity {ea['perplexity']:.3f}")
         self._draw(self.view_b, eb, f"B {eb['model']}: perplexity {eb['perplexity']:.3f}")
-        rows = result["rows"][:MAX_SHOWN]
+        rows = result["rows"][self._window()]
         sep = " " if ea["tokenizer"] == "word" else ""
         tips = [f"<b>{html.escape(repr(r['token']))}</b> at {r['position']}<br>NLL A {r['nll_a']:.4f}, "
                 f"B {r['nll_b']:.4f}<br>B − A = {r['diff']:+.4f}: "
                 f"<b>{ {'a': 'A wins', 'b': 'B wins', 'tie': 'tie'}[r['winner']]}</b>" for r in rows]
+        first = f"{visible(ea['first_token'])}{sep}" if self.page == 0 else ""
         self.view_diff.set_tokens([r["token"] for r in rows], [diff_colour(r["diff"]) for r in rows], tips,
-                                  separator=sep, lead=f"who wins where (green: A, purple: B)\n"
-                                                      f"{visible(ea['first_token'])}{sep}")
+                                  separator=sep, lead=f"who wins where (green: A, purple: B)\n{first}")
         self.view_b.show()
         self.view_diff.show()
         for view in (self.view_a, self.view_b, self.view_diff):
             view.verticalScrollBar().setValue(0)
-        self.breakdown.setHtml(compare_html(result) + breakdown_html(ea) + breakdown_html(eb))
-        self.status.emit(f"A wins {result['wins']['a']} tokens, B wins {result['wins']['b']}")
 
 
 def page(window):

@@ -6,8 +6,10 @@ import json
 import warnings
 from pathlib import Path
 
+from ..errors import RNNStudioError
 from ..fileio import atomic_write_json
 from ..paths import config_dir
+from ..textfiles import read_text_file
 
 FILENAME = "gui-settings.json"
 
@@ -20,9 +22,15 @@ def load_settings(path: Path | None = None) -> tuple[dict, str | None]:
     """The saved settings and a warning (or None). A missing file gives {}; a corrupt one is ignored."""
     path = path or settings_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_file(path))  # a regular file only: a FIFO here would block the app's start
     except FileNotFoundError:
         return {}, None
+    except RNNStudioError as exc:
+        if not path.exists() and not path.is_symlink():
+            return {}, None
+        message = f"ignored the settings file: {exc}; the defaults are used"
+        warnings.warn(message, stacklevel=2)
+        return {}, message
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         message = f"ignored the corrupt settings file {path} ({exc}); the defaults are used and it is rewritten on exit"
         warnings.warn(message, stacklevel=2)
