@@ -65,9 +65,26 @@ def cmd_plugins(args) -> int:
 
 
 def train_config_from_args(args):
-    from .config import TrainConfig
-    from .settings import from_args
+    """The TrainConfig a ``train`` command line asks for. A typed zero length, or a resume that names
+    settings the saved model keeps, is a user error rather than a silent surprise."""
+    from .config import TrainConfig, saved_settings
+    from .settings import explicit, from_args, schema
 
+    flags = {s.name: s.flag for s in schema(TrainConfig)}
+    for name in ("epochs", "max_steps"):  # None: not given (the parser's default), so one epoch
+        value = getattr(args, name, None)
+        if value == 0:
+            raise RNNStudioError(f"{flags[name]} 0 trains nothing; give a positive number, or leave out --epochs "
+                                 f"and --max-steps to train one epoch")
+        if value is None:
+            setattr(args, name, 0)
+    if getattr(args, "resume", False):
+        kept = [n for n in explicit(TrainConfig, args) if n in saved_settings()]
+        if kept:
+            raise RNNStudioError(
+                f"--resume keeps the saved model's data and model settings "
+                f"({', '.join(flags[n] for n in saved_settings())}); leave out {', '.join(flags[n] for n in kept)}, "
+                f"or train a new model under another --name")
     return from_args(TrainConfig, args)
 
 
@@ -405,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("train", "train a model")
     add_arguments(sp, TrainConfig)
+    sp.set_defaults(epochs=None, max_steps=None)  # tells a typed 0 from no length given
     g = sp.add_argument_group("distributed")
     g.add_argument("--distributed", action="store_true", help="data-parallel under torchrun")
     sp.add_argument("--json", action="store_true", help="one JSON object per line; the last is the summary")
