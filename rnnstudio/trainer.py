@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .data import BatchPlan, EncodedCorpus, Vocab, encode_stream, train_val_split
+from .data import BatchPlan, EncodedCorpus, Vocab, encode_stream, eval_batches, train_val_split
 from .devices import resolve_device
 from .errors import RNNStudioError
 from .plugins import describe_failure
@@ -70,14 +70,26 @@ class MetricSet:
         return out
 
 
+@torch.no_grad()
 def evaluate(model, ids: torch.Tensor, batch_size: int, seq_len: int, metrics: MetricSet, device,
              *, rank: int = 0, world_size: int = 1) -> dict[str, float]:
-    """Metrics over every next-token prediction of ``ids``: ``batch_size`` streams per rank with a burn-in,
-    the one scoring path of ``rnnstudio score`` (see ``scoring``)."""
-    from .scoring import score_ids
-
-    return score_ids(model, ids, metrics, streams=batch_size * world_size, seq_len=seq_len, device=device,
-                     rank=rank, world_size=world_size)
+    """Metrics over every next-token prediction of ``ids``, state carried along each row."""
+    was = model.training
+    model.eval()
+    metrics.reset()
+    state = None
+    try:
+        for X, Y, fresh in eval_batches(ids, batch_size, seq_len, rank=rank, world_size=world_size):
+            X, Y = X.to(device), Y.to(device)
+            if fresh or state is None:
+                state = model.begin_state(X.shape[0], device)
+            logits, state = model.forward_flat(X, state)
+            y = model.flat_targets(Y)
+            nll = F.cross_entropy(logits.float(), y, reduction="none")
+            metrics.update(logits, y, nll)
+    finally:
+        model.train(was)
+    return metrics.values()
 
 
 # -- the training loop --------------------------------------------------------------------
