@@ -77,7 +77,8 @@ class TrainConfig:
     # bookkeeping
     name: str | None = setting(None, group="saving", label="model name",
                                help="model name (default: corpus-cell-time)")
-    resume: bool = setting(False, group="saving", gui=False, help="continue training the saved model --name")
+    resume: bool = setting(False, group="saving", gui=False, label="continue this saved model",
+                           help="continue training the saved model --name")
     eval_every: int = setting(200, group="saving", min=0, label="validate every",
                               help="steps between validations (also at every epoch end and at the end; 0: only then)")
     sample_every: int = setting(0, group="saving", min=0, label="sample every",

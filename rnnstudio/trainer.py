@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .data import BatchPlan, EncodedCorpus, Vocab, encode_stream, eval_batches, train_val_split
+from .data import BatchPlan, EncodedCorpus, Vocab, encode_stream, train_val_split
 from .devices import resolve_device
 from .errors import RNNStudioError
 from .plugins import describe_failure
@@ -20,7 +20,7 @@ from .sampling import SamplingConfig, generate_text
 from .threads import ThreadTuner, check_threads, max_auto_threads
 
 # The settings live in config.py; they are re-exported here for the loop and for older imports.
-from .config import DEFAULT_LR, MAX_LOSS, OPTIMIZERS, TrainConfig  # noqa: E402,F401
+from .config import DEFAULT_LR, MAX_LOSS, OPTIMIZERS, TrainConfig, settings_error  # noqa: E402,F401
 
 
 # The events live in events.py; re-exported here for older imports.
@@ -70,26 +70,14 @@ class MetricSet:
         return out
 
 
-@torch.no_grad()
 def evaluate(model, ids: torch.Tensor, batch_size: int, seq_len: int, metrics: MetricSet, device,
              *, rank: int = 0, world_size: int = 1) -> dict[str, float]:
-    """Metrics over every next-token prediction of ``ids``, state carried along each row."""
-    was = model.training
-    model.eval()
-    metrics.reset()
-    state = None
-    try:
-        for X, Y, fresh in eval_batches(ids, batch_size, seq_len, rank=rank, world_size=world_size):
-            X, Y = X.to(device), Y.to(device)
-            if fresh or state is None:
-                state = model.begin_state(X.shape[0], device)
-            logits, state = model.forward_flat(X, state)
-            y = model.flat_targets(Y)
-            nll = F.cross_entropy(logits.float(), y, reduction="none")
-            metrics.update(logits, y, nll)
-    finally:
-        model.train(was)
-    return metrics.values()
+    """Metrics over every next-token prediction of ``ids``: ``batch_size`` streams per rank with a burn-in,
+    the one scoring path of ``rnnstudio score`` (see ``scoring``)."""
+    from .scoring import score_ids
+
+    return score_ids(model, ids, metrics, streams=batch_size * world_size, seq_len=seq_len, device=device,
+                     rank=rank, world_size=world_size)
 
 
 # -- the training loop --------------------------------------------------------------------
@@ -120,7 +108,7 @@ def _load_corpus(host, config: TrainConfig, vocab: Vocab | None) -> tuple[Encode
     except RNNStudioError as exc:
         raise RNNStudioError(str(exc), source=exc.source or source) from None
     except MemoryError:
-        raise RNNStudioError("the corpus does not fit in memory; use --max-tokens to train on a part of it",
+        raise settings_error("the corpus does not fit in memory; use {max_tokens} to train on a part of it",
                              source=source) from None
     except (Exception, SystemExit) as exc:
         if raised_in(exc, corpus_cls.__module__):
@@ -204,7 +192,7 @@ class Trainer:
         saved = None
         if cfg.resume:
             if not cfg.name:
-                raise RNNStudioError("--resume needs --name MODEL")
+                raise settings_error("{resume} needs {name}: the saved model's name")
             path = ckpt.model_path(cfg.name)
             saved = ckpt.read_config(path)
             keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "device", "threads", "eval_every",
@@ -226,19 +214,19 @@ class Trainer:
         vocab = encoded.vocab
         self.vocab = vocab
         if len(vocab) <= 2 and not saved:
-            raise RNNStudioError(
-                f"the vocabulary has only {len(vocab) - 1} token(s) besides <unk>; a language model needs text "
-                f"with at least two different tokens (lower --min-freq, or use more varied text)",
+            raise settings_error(
+                "the vocabulary has only {n} token(s) besides <unk>; a language model needs text with at least "
+                "two different tokens (lower {min_freq}, or use more varied text)", n=len(vocab) - 1,
                 source=f"corpus {cfg.corpus!r}")
         train_ids, val_ids = train_val_split(encoded.ids, cfg.val_fraction)
         first_plan = BatchPlan(train_ids, cfg.batch_size, cfg.seq_len, cfg.partition, seed=cfg.seed, epoch=0,
                                rank=cfg.rank, world_size=cfg.world_size)
         if len(first_plan) == 0:
             need = cfg.batch_size * cfg.world_size * cfg.seq_len + cfg.seq_len + 1
-            raise RNNStudioError(
-                f"the training text has {len(train_ids)} tokens, fewer than one batch needs "
-                f"(about {need} = batch_size {cfg.batch_size} x seq_len {cfg.seq_len}); "
-                f"use a smaller --batch-size or --seq-len, or more text", source=f"corpus {cfg.corpus!r}")
+            raise settings_error(
+                "the training text has {n} tokens, fewer than one batch needs (about {need} = {batch_size} "
+                "{b} x {seq_len} {t}); use a smaller {batch_size} or {seq_len}, or more text",
+                n=len(train_ids), need=need, b=cfg.batch_size, t=cfg.seq_len, source=f"corpus {cfg.corpus!r}")
 
         mcfg = ModelConfig(cell=cfg.cell, vocab_size=len(vocab), hidden_size=cfg.hidden_size,
                            num_layers=cfg.num_layers, dropout=cfg.dropout, encoding=cfg.encoding,
@@ -406,11 +394,13 @@ class Trainer:
         self._save_after_failure = save_after_failure
 
         def diverged(at_step, reason):
-            clip = f"--clip, now {cfg.clip:g}" if cfg.clip > 0 else "--clip 1"
-            return RNNStudioError(
-                f"training diverged at step {at_step}: {reason}. Lower the learning rate (--lr, now "
-                f"{cfg.learning_rate:g}) or clip gradients harder ({clip}); {checkpoint_note()}",
-                source=f"model {self.name!r}")
+            clip = "clip gradients harder ({clip}, now {clip_now})" if cfg.clip > 0 else "clip gradients ({clip} 1)"
+            exc = settings_error(
+                "training diverged at step {at_step}: {reason}. Lower the learning rate ({lr}, now {lr_now}) or "
+                + clip + "; {note}", at_step=at_step, reason=reason, lr_now=f"{cfg.learning_rate:g}",
+                clip_now=f"{cfg.clip:g}", note=checkpoint_note(), source=f"model {self.name!r}")
+            exc.diverged_step, exc.reason = at_step, str(reason)  # the GUI marks the step on its charts
+            return exc
 
         def run_eval():
             nonlocal best_val, last_val
@@ -498,7 +488,8 @@ class Trainer:
                     if explode_run == cfg.explode_patience:
                         warnings_out.append(
                             f"the loss ({loss_value:.3g}) has been above {cfg.explode_factor:g}x the first loss "
-                            f"({first_loss:.3g}) for {explode_run} steps; it may be exploding: lower --lr or clip")
+                            f"({first_loss:.3g}) for {explode_run} steps; it may be exploding: lower the learning "
+                            f"rate or clip gradients harder")
                 else:
                     explode_run = 0
                 last_train = train_metrics.values()
@@ -604,9 +595,9 @@ class _Diverged(Exception):
 
 
 def _out_of_memory(cfg: TrainConfig, device) -> RNNStudioError:
-    return RNNStudioError(
-        f"out of GPU memory at batch size {cfg.batch_size}, hidden size {cfg.hidden_size}; "
-        f"use a smaller --batch-size, --hidden-size or --seq-len", source=f"device {device}")
+    return settings_error(
+        "out of GPU memory at batch size {b}, hidden size {h}; use a smaller {batch_size}, {hidden_size} or "
+        "{seq_len}", b=cfg.batch_size, h=cfg.hidden_size, source=f"device {device}")
 
 
 def train(config: TrainConfig, **kw) -> Iterator[Event]:

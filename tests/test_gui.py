@@ -123,7 +123,7 @@ def test_start_shows_progress_and_finishes(qtbot, window, tiny_corpus, errors):
     assert updates and max(updates) == 20
     assert panel.progress.value() == panel.progress.maximum() == 20
     assert panel.progress_label.text().startswith("finished after 20 steps")
-    assert panel.charts.point_count("train") > 0
+    assert panel.charts.steps == list(range(1, 21))  # an honest per-step series: one point per optimizer step
     assert panel.charts.point_count("val") >= 4  # steps 5, 10, 15 and the end
     # redraws are throttled, but when training ends every point is on the curves
     assert len(panel.charts.val_curve.getData()[0]) == panel.charts.point_count("val")
@@ -446,13 +446,14 @@ def test_live_charts_redraw_both_plots_while_points_keep_arriving(qtbot):
 
     from rnnstudio.gui.charts import TrainingCharts
 
-    charts = TrainingCharts(["accuracy"])
+    charts = TrainingCharts(["cross-entropy", "accuracy"])
     qtbot.addWidget(charts)
+    assert charts.metric_choice.currentText() == "cross-entropy"
     step = [0]
 
     def feed():
         step[0] += 1
-        charts.add_train_points([(step[0], {"perplexity": 10.0 / step[0] + 1, "accuracy": 0.01 * step[0]})])
+        charts.add_train_points([(step[0], 3.0 / step[0] + 1)])
 
     timer = QTimer()
     timer.setInterval(50)

@@ -52,11 +52,17 @@ def create_window(*, no_plugins: bool = False, restore: bool = True):
     window.setWindowIcon(app_icon())
     if host.failures:
         names = ", ".join(f.plugin for f in host.failures)
-        window.statusBar().showMessage(f"some plugins failed to load ({names}); see `rnnstudio plugins`", 20000)
+        window.show_status(f"some plugins failed to load ({names}); see `rnnstudio plugins`", 20000)
     return window
 
 
 def main(no_plugins: bool = False) -> int:
+    from .platform_check import platform_problem
+
+    problem = platform_problem()
+    if problem:  # Qt would abort with a message naming only the first missing library
+        print(problem, file=sys.stderr)
+        return 2
     app = create_app()
     app.setAttribute(Qt.AA_DontShowIconsInMenus, False)
     window = create_window(no_plugins=no_plugins)

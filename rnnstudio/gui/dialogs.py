@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from ..errors import RNNStudioError
+from ..settings import render_error
 
 
 def error_title(exc: BaseException) -> str:
@@ -13,8 +14,9 @@ def error_title(exc: BaseException) -> str:
 
 
 def error_text(exc: BaseException) -> str:
+    """The message in the GUI's words: settings errors name the form's fields, not the command line's flags."""
     if isinstance(exc, RNNStudioError):
-        return str(exc)
+        return render_error(exc, "gui")
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QTimer, Signal
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtWidgets import QMainWindow, QTabWidget, QWidget
 
 from . import pages
@@ -36,11 +36,12 @@ class MainWindow(QMainWindow):
             try:
                 self.add_page(title, factory(self))
             except Exception as exc:  # a broken page must not stop the app
-                self.statusBar().showMessage(f"page {title!r} failed to load: {type(exc).__name__}: {exc}", 15000)
+                self.show_status(f"page {title!r} failed to load: {type(exc).__name__}: {exc}", 15000)
 
         for panel in (self.training, self.generation, self.models):
-            panel.status.connect(lambda text: self.statusBar().showMessage(text, 10000))
+            panel.status.connect(self.show_status)
         self.training.training_started.connect(self.generation.set_training_model)
+        self.training.training_started.connect(lambda name: self.show_status(f"training {name}…", log=False))
         self.training.training_ended.connect(lambda _name: self.generation.set_training_model(None))
         self.training.training_ended.connect(lambda _name: self.models_changed.emit())
         self.training.model_saved.connect(lambda _name: self.models_changed.emit())
@@ -54,8 +55,18 @@ class MainWindow(QMainWindow):
         self.settings_warning = None
         if restore:
             self.restore_settings()
-        self.statusBar().showMessage(self.settings_warning or "Ready: press Start to train on the default corpus.")
+        self.show_status(self.settings_warning or "Ready: press Start to train on the default corpus.", 0, log=False)
         QTimer.singleShot(0, self, lambda: self.training.charts)  # after the first paint: a faster start
+
+    def show_status(self, text: str, timeout_ms: int = 10000, *, log: bool = True) -> None:
+        """A status-bar line, elided to the window's width (it never widens the window); the full text is the
+        status bar's tooltip and goes to the Training tab's Log."""
+        bar = self.statusBar()
+        width = max(bar.width() - 40, 200)
+        bar.showMessage(bar.fontMetrics().elidedText(text.replace("\n", " "), Qt.ElideRight, width), timeout_ms)
+        bar.setToolTip(text)
+        if log and text:
+            self.training.log_line(text)
 
     def add_page(self, title: str, widget: QWidget) -> int:
         """Add a tab; returns its index. Other views plug in here (see ``pages.py``)."""
@@ -72,7 +83,7 @@ class MainWindow(QMainWindow):
     def resume_training(self, name: str) -> None:
         self.training.prepare_resume(name)
         self.show_page(self.training)
-        self.statusBar().showMessage(f"press Start to continue training {name}", 10000)
+        self.show_status(f"press Start to continue training {name}", log=False)
 
     # -- settings -------------------------------------------------------------------
     def restore_settings(self) -> None:
@@ -97,7 +108,7 @@ class MainWindow(QMainWindow):
         try:
             save_settings(self.settings_state(), self.settings_path)
         except OSError as exc:
-            self.statusBar().showMessage(f"could not save the settings: {exc}", 10000)
+            self.show_status(f"could not save the settings: {exc}")
 
     # -- closing --------------------------------------------------------------------
     def closeEvent(self, event) -> None:
@@ -106,7 +117,7 @@ class MainWindow(QMainWindow):
                            "Stop the training and close? The model is saved at the current step."):
                 event.ignore()
                 return
-            self.statusBar().showMessage("stopping: validating and saving a checkpoint…")
+            self.show_status("stopping: validating and saving a checkpoint…", 0, log=False)
         self.training.stop_and_join()
         self.generation.stop_and_join()
         self.save_settings()

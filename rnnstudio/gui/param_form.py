@@ -89,6 +89,14 @@ class ParamForm(QWidget):
             self.layout_.addRow(hint)
         self.set_values({})
 
+    def focus_chain(self) -> list[QWidget]:
+        """The editors' focusable widgets in the order they are shown (for the Tab order of the page)."""
+        out: list[QWidget] = []
+        for p in self.params:
+            w = self.editors[p.name]
+            out += [w.edit, w.file_button, w.folder_button] if isinstance(w, PathEdit) else [w]
+        return out
+
     def _make_editor(self, p: Param) -> QWidget:
         if p.type == "int":
             w = QSpinBox()

@@ -9,15 +9,30 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
                                QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
+from ..config import OPTIMIZERS, TrainConfig, saved_settings
 from ..errors import RNNStudioError
-from ..trainer import OPTIMIZERS, TrainConfig
+from ..settings import info, render_error
 from . import fields as F
 from .dialogs import show_error
 from .param_form import ParamForm
+from .widgets import ElidedLabel, WheelGuard, guard_wheel
 from .workers import Background, Job, TrainingWorker
 
 # The app's own defaults where they differ from TrainConfig's (which suit the CLI).
 GUI_DEFAULTS = {"eval_every": 100, "sample_every": 50}
+
+
+def label_for(key: str) -> str:
+    """The GUI's words for a setting: the schema's label, the same words its error messages use."""
+    try:
+        return info(TrainConfig, key).label
+    except KeyError:
+        return key.replace("_", " ")
+
+
+# The form keys a resume takes from the saved model (besides the corpus and cell pickers and their options).
+RESUME_LOCKED = tuple(k for k in saved_settings() if k not in ("corpus", "cell", "corpus_options", "cell_options",
+                                                               "val_fraction"))
 
 
 def _duration(seconds: float | None) -> str:
@@ -85,11 +100,9 @@ class TrainingPanel(QWidget):
 
         # -- corpus and model: a plugin picker, its generated form, then the core settings ------
         corpus_box, self.corpus_combo, self.corpus_description, self.corpus_form = self._component_box(
-            "Corpus", "corpus", (("tokens", "tokens"), ("preprocess", "preprocess"), ("min_freq", "min frequency"),
-                                 ("max_tokens", "max tokens")))
+            "Corpus", "corpus", ("tokens", "preprocess", "min_freq", "max_tokens"))
         model_box, self.cell_combo, self.cell_description, self.cell_form = self._component_box(
-            "Model", "cell", (("hidden_size", "hidden size"), ("num_layers", "layers"), ("dropout", "dropout"),
-                              ("encoding", "input encoding"), ("embed_size", "embedding size")))
+            "Model", "cell", ("hidden_size", "num_layers", "dropout", "encoding", "embed_size"))
 
         # -- training -----------------------------------------------------------------
         train_box = QGroupBox("Training")
@@ -97,21 +110,22 @@ class TrainingPanel(QWidget):
         length_row = QHBoxLayout()
         length_row.addWidget(f["length"], 1)
         length_row.addWidget(f["length_mode"])
-        for key, label in (("batch_size", "batch size"), ("seq_len", "sequence length")):
-            form.addRow(label, f[key])
+        for key in ("batch_size", "seq_len"):
+            form.addRow(label_for(key), f[key])
         form.addRow("train for", length_row)
-        for key, label in (("optimizer", "optimizer"), ("lr", "learning rate"), ("clip", "clip θ"),
-                           ("partition", "partitioning"), ("seed", "seed"), ("eval_every", "validate every"),
-                           ("sample_every", "sample every"), ("name", "model name")):
-            form.addRow(label, f[key])
+        for key in ("optimizer", "lr", "clip", "partition", "seed", "eval_every", "sample_every", "name"):
+            form.addRow(label_for(key), f[key])
         form.addRow(f["resume"])
+        self.resume_note = QLabel("", objectName="hint", wordWrap=True)
+        self.resume_note.hide()
+        form.addRow(self.resume_note)
 
         device_box = QGroupBox("Device")
         form = QFormLayout(device_box)
-        form.addRow(f["device"])
-        form.addRow("CPU threads", f["threads"])
+        form.addRow(label_for("device"), f["device"])
+        form.addRow(label_for("threads"), f["threads"])
 
-        settings = QWidget()
+        settings = self.settings_widget = QWidget()
         col = QVBoxLayout(settings)
         for box in (corpus_box, model_box, train_box, device_box):
             col.addWidget(box)
@@ -143,7 +157,7 @@ class TrainingPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("ready")
         self.progress.setValue(0)
-        self.progress_label = QLabel("Press Start to train on the chosen corpus.")
+        self.progress_label = ElidedLabel("Press Start to train on the chosen corpus.")
         self.sample_label = QLabel("", objectName="sample", wordWrap=True)
         self.sample_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.sample_label.hide()
@@ -151,7 +165,7 @@ class TrainingPanel(QWidget):
         self._charts = None  # built on first use: pyqtgraph's import is left out of start-up
         self.charts_page = QWidget()
         QVBoxLayout(self.charts_page).setContentsMargins(0, 0, 0, 0)
-        self.preview_summary = QLabel("", wordWrap=True)
+        self.preview_summary = ElidedLabel("")
         self.preview_text = QPlainTextEdit(readOnly=True, objectName="preview")
         preview_page = QWidget()
         pcol = QVBoxLayout(preview_page)
@@ -184,6 +198,9 @@ class TrainingPanel(QWidget):
         self.corpus_form.changed.connect(self.schedule_preview)
         for key in ("tokens", "preprocess", "min_freq", "max_tokens"):
             F.changed_signal(f[key]).connect(self.schedule_preview)
+        f["resume"].toggled.connect(self._resume_toggled)
+        f["name"].editingFinished.connect(lambda: f["resume"].isChecked() and self._resume_toggled(True))
+        self._wheel_guard = WheelGuard(self)
         self.set_corpus(TrainConfig.corpus)
         self.set_cell(TrainConfig.cell)
         self._cell_changed()
@@ -200,8 +217,8 @@ class TrainingPanel(QWidget):
         return self._charts
 
     # -- pickers --------------------------------------------------------------------
-    def _component_box(self, title: str, kind: str, rows) -> tuple[QGroupBox, QComboBox, QLabel, ParamForm]:
-        """A group with a picker of the ``kind`` plugins, the chosen one's description and form, then ``rows``."""
+    def _component_box(self, title: str, kind: str, keys) -> tuple[QGroupBox, QComboBox, QLabel, ParamForm]:
+        """A group with a picker of the ``kind`` plugins, the chosen one's description and form, then ``keys``."""
         picker = F.combo([(name, name) for name in self.host.names(kind)])
         description = QLabel(wordWrap=True, objectName="hint")
         form_widget = ParamForm()
@@ -210,8 +227,8 @@ class TrainingPanel(QWidget):
         form.addRow(kind, picker)
         form.addRow(description)
         form.addRow(form_widget)
-        for key, label in rows:
-            form.addRow(label, self.fields[key])
+        for key in keys:
+            form.addRow(label_for(key), self.fields[key])
         return box, picker, description, form_widget
 
     def _device_combo(self) -> QComboBox:
@@ -245,6 +262,29 @@ class TrainingPanel(QWidget):
         form.set_params(tuple(cls.params), owner)
         form.set_values(self._options_by_component.get(owner, {}))
         label.setText(cls.description)
+        self._form_changed()
+
+    def _form_changed(self) -> None:
+        """After a plugin form is rebuilt: Tab order top to bottom, labels in one column, no wheel stealing."""
+        if not hasattr(self, "start_button"):
+            return  # still building
+        order = [self.corpus_combo, *self.corpus_form.focus_chain(),
+                 *(self.fields[k] for k in ("tokens", "preprocess", "min_freq", "max_tokens")),
+                 self.cell_combo, *self.cell_form.focus_chain(),
+                 *(self.fields[k] for k in ("hidden_size", "num_layers", "dropout", "encoding", "embed_size",
+                                            "batch_size", "seq_len", "length", "length_mode", "optimizer", "lr",
+                                            "clip", "partition", "seed", "eval_every", "sample_every", "name",
+                                            "resume", "device", "threads")),
+                 self.start_button, self.pause_button, self.stop_button, self.copy_button]
+        for first, second in zip(order, order[1:]):
+            QWidget.setTabOrder(first, second)
+        labels = [item.widget() for form in self.settings_widget.findChildren(QFormLayout)
+                  for item in (form.itemAt(i, QFormLayout.LabelRole) for i in range(form.rowCount()))
+                  if item is not None and isinstance(item.widget(), QLabel)]
+        width = max((lab.sizeHint().width() for lab in labels), default=0)
+        for lab in labels:
+            lab.setMinimumWidth(width)
+        guard_wheel(self.settings_widget, self._wheel_guard)
 
     def _corpus_changed(self) -> None:
         name = self.corpus_combo.currentData()
@@ -317,7 +357,43 @@ class TrainingPanel(QWidget):
     def prepare_resume(self, name: str) -> None:
         """Fill in a saved model's name and tick resume (the Models tab's Resume button)."""
         F.set_value(self.fields["name"], name)
-        self.fields["resume"].setChecked(True)
+        if self.fields["resume"].isChecked():
+            self._resume_toggled(True)
+        else:
+            self.fields["resume"].setChecked(True)
+
+    def _resume_toggled(self, on: bool) -> None:
+        """Resume trains the saved model as it is: its corpus, cell, size and tokens come into the form, locked."""
+        locked = [self.corpus_combo, self.cell_combo, self.corpus_form, self.cell_form,
+                  *(self.fields[k] for k in RESUME_LOCKED if k in self.fields)]
+        saved = None
+        name = self.fields["name"].text().strip()
+        if on and name:
+            from ..checkpoint import model_path, read_config
+
+            try:
+                saved = read_config(model_path(name)).get("train") or {}
+            except RNNStudioError as exc:
+                self.resume_note.setText(f"cannot resume: {exc}")
+                self.resume_note.show()
+                saved = None
+        if saved is not None:
+            self.set_corpus(saved.get("corpus") or "")
+            self.set_cell(saved.get("cell") or "")
+            self.corpus_form.set_values(saved.get("corpus_options") or {})
+            self.cell_form.set_values(saved.get("cell_options") or {})
+            for key in RESUME_LOCKED:
+                if key in self.fields and key in saved:
+                    F.set_value(self.fields[key], saved[key])
+            self.resume_note.setText(f"The corpus, cell and model settings are {name}'s own and stay as saved; "
+                                     f"the training settings below apply to the continued run.")
+            self.resume_note.show()
+        elif not on:
+            self.resume_note.hide()
+        for w in locked:
+            w.setEnabled(saved is None)
+            w.setToolTip(w.toolTip().split("\n(kept from")[0] + (f"\n(kept from the saved model {name})"
+                                                                   if saved is not None else ""))
 
     def copy_command(self) -> str | None:
         """Put the equivalent `rnnstudio train` command, and its 2-GPU torchrun form, on the clipboard."""
@@ -455,6 +531,10 @@ class TrainingPanel(QWidget):
         self.progress_label.setText(f"training {ev.model} on {ev.device}…")
         self.training_started.emit(ev.model)
 
+    def log_line(self, text: str) -> None:
+        """A line in the Log tab (status-bar messages land here in full)."""
+        self._log(text)
+
     def _on_progress(self, ev, points) -> None:
         self.charts.add_train_points(points)
         if ev.total_steps:
@@ -478,9 +558,10 @@ class TrainingPanel(QWidget):
         self._log(f"validation at step {ev.step}: {values}{' (best so far)' if ev.best else ''}")
 
     def _on_sampled(self, ev) -> None:
-        self.sample_label.setText(f"sample at step {ev.step}: {ev.text!r}")
+        text = ev.text.replace("\n", "↵")
+        self.sample_label.setText(f"sample at step {ev.step}: {text}")
         self.sample_label.show()
-        self._log(f"sample at step {ev.step}: {ev.text!r}")
+        self._log(f"sample at step {ev.step}: {text}")
 
     def _on_checkpointed(self, ev) -> None:
         self._log(f"checkpoint saved at step {ev.step}: {ev.path}")
@@ -498,10 +579,11 @@ class TrainingPanel(QWidget):
                 f"saved to {ev.path}")
         self._log(text)
         self.progress_label.setText(text)
-        self.progress.setFormat(f"{state} at step {ev.steps}")
+        self.progress.setFormat(f"{state} at step {ev.steps}" + ("  (%p%)" if ev.stopped else ""))
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
-        self.progress.setValue(self.progress.maximum())
+        if not ev.stopped:  # a stopped run keeps the bar where it stopped
+            self.progress.setValue(self.progress.maximum())
         self.status.emit(text)
 
     def _on_failed(self, exc) -> None:
@@ -521,7 +603,10 @@ class TrainingPanel(QWidget):
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
             self.progress.setFormat("failed")
-            self.progress_label.setText(f"training failed: {error}")
+            self.progress_label.setText(f"training failed: {render_error(error, 'gui')}")
+            step = getattr(error, "diverged_step", None)
+            if step is not None:
+                self.charts.set_diverged(step, getattr(error, "reason", ""))
             self.training_ended.emit(name)
             show_error(self, error)
             return

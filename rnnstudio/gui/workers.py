@@ -84,7 +84,7 @@ class TrainingWorker(Worker):
     """Iterates ``Trainer(config).run()`` and re-emits its events as signals named after them."""
 
     started = Signal(object)  # trainer.Started
-    progressed = Signal(object, object)  # the latest trainer.Progress, [(step, train metrics)] since the last signal
+    progressed = Signal(object, object)  # the latest trainer.Progress, [(step, loss)] since the last signal
     evaluated = Signal(object)  # trainer.Evaluated
     sampled = Signal(object)  # trainer.Sampled
     checkpointed = Signal(object)  # trainer.Checkpointed
@@ -104,26 +104,30 @@ class TrainingWorker(Worker):
         trainer = Trainer(self.config, host=self.host, stop_event=self.stop_event, pause_event=self.pause_event)
         signals = {"started": self.started, "evaluated": self.evaluated, "sample": self.sampled,
                    "checkpoint": self.checkpointed, "warning": self.warned, "summary": self.finished}
-        points: list[tuple[int, dict]] = []
-        latest = None
+        self._points: list[tuple[int, float]] = []  # (step, that step's mean loss) not sent yet
+        self._latest = None  # the newest Progress not sent yet
         last_emit = 0.0
-        for event in trainer.run():
-            if event.kind == "progress":
-                points.append((event.step, event.train))
-                latest = event
-                now = time.monotonic()
-                if now - last_emit >= PROGRESS_INTERVAL:
-                    self.progressed.emit(latest, points)
-                    points, latest, last_emit = [], None, now
-                continue
-            if latest is not None:  # flush, so the GUI sees steps before the event that follows them
-                self.progressed.emit(latest, points)
-                points, latest = [], None
-            signal = signals.get(event.kind)
-            if signal is not None:
-                signal.emit(event)
-        if latest is not None:
-            self.progressed.emit(latest, points)
+        try:
+            for event in trainer.run():
+                if event.kind == "progress":
+                    self._points.append((event.step, event.loss))
+                    self._latest = event
+                    now = time.monotonic()
+                    if now - last_emit >= PROGRESS_INTERVAL:
+                        self._flush()
+                        last_emit = now
+                    continue
+                self._flush()  # the GUI sees the steps before the event that follows them
+                signal = signals.get(event.kind)
+                if signal is not None:
+                    signal.emit(event)
+        finally:
+            self._flush()  # also before a failure: a diverged run plots its last steps
+
+    def _flush(self) -> None:
+        if self._latest is not None:
+            self.progressed.emit(self._latest, self._points)
+            self._points, self._latest = [], None
 
 
 class GenerationWorker(Worker):
