@@ -46,11 +46,13 @@ class RunRecorder:
         self.every = 1
         self._last_write = 0.0
         self._t0 = time.monotonic()
+        self._last_progress = None  # the newest Progress, recorded on close if the thinning skipped it
 
     # -- events ------------------------------------------------------------------------
     def observe(self, event) -> None:
         kind = event.kind
         if kind == "progress":
+            self._last_progress = event
             if self.record is not None and (event.step % self.every == 0 or event.step == event.total_steps):
                 self._add_train_point(event)
         elif kind == "evaluated":
@@ -132,6 +134,9 @@ class RunRecorder:
             self.record["status"] = status
         if error:
             self.record["error"] = error
+        last, steps = self._last_progress, self.record["curves"]["train"]["step"]
+        if last is not None and (not steps or steps[-1] != last.step):
+            self._add_train_point(last)  # a run that failed or stopped between points ends on its last step
         if self.record["status"] == "running":
             self.record["status"] = "interrupted"
         self.record["ended"] = _now_iso()
@@ -241,6 +246,26 @@ def _owner_gone(record: dict) -> bool:
     if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False  # an older record, or another machine's: cannot tell
     return not process_alive(pid)
+
+
+def rename_model_runs(old: str, new: str) -> int:
+    """Point the run records of model ``old`` at its new name (after a rename); returns how many changed."""
+    changed = 0
+    for record in list_runs():
+        if record.get("status") == "broken" or record.get("model") != old:
+            continue
+        path = Path(record.pop("path"))
+        record["model"] = new
+        if isinstance(record.get("config"), dict):
+            record["config"]["name"] = new
+        if isinstance(record.get("model_path"), str):
+            record["model_path"] = str(Path(record["model_path"]).with_name(new))
+        try:
+            atomic_write_json(path, record)
+            changed += 1
+        except OSError:
+            pass  # the history keeps the old name; the model itself is renamed
+    return changed
 
 
 def run_row(record: dict) -> dict:

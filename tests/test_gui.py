@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QInputDialog, QLineEdit, QMessageBox, QSpinBox  # noqa: E402
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLineEdit, QMessageBox, QSpinBox  # noqa: E402
 
 import rnnstudio  # noqa: E402
 from rnnstudio import checkpoint  # noqa: E402
@@ -362,12 +362,30 @@ def test_models_view_lists_renames_exports_and_deletes(qtbot, window, tiny_corpu
     assert "config.json is missing" in rows["broken"]["error"]
     assert models.table.item(1, 1).text().startswith("BROKEN")
 
+    assert models.table.item(0, 1).text() == "text-file: tiny.txt"  # which file, not only which plugin
+    assert models.table.item(0, 1).toolTip() == str(tiny_corpus)
+
     models.select("alpha")
-    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("beta", True))
+    F.set_value(window.training.fields["name"], "alpha")
+    answers, asked = [("bad/name", True), ("beta", True)], []
+
+    def ask_text(parent, title, label, text=""):
+        asked.append(text)
+        return answers.pop(0)
+
+    monkeypatch.setattr("rnnstudio.gui.models_panel.ask_text", ask_text)
     qtbot.mouseClick(models.buttons["rename"], Qt.LeftButton)
+    # a bad name shows why, then the dialog comes back with what was typed, so it can be fixed
+    assert len(errors) == 1 and asked == ["alpha", "bad/name"]
+    errors.clear()
     assert {r["name"] for r in models.rows} == {"beta", "broken"}
     assert checkpoint.load_model("beta").config["name"] == "beta"
     assert window.generation.model_combo.findData("beta") >= 0
+    # the history and the Training form follow the rename
+    from rnnstudio import runs
+
+    assert [r["model"] for r in runs.list_runs()] == ["beta"]
+    assert window.training.fields["name"].text() == "beta"
 
     models.select("beta")
     models.export_selected(str(tmp_path / "beta.zip"))

@@ -154,10 +154,10 @@ def test_runs_view_overlays_ticked_runs_and_exports_csv(qtbot, trained, tiny_cor
     qtbot.addWidget(view)
     view.show()
     ids = [r["id"] for r in runs.list_runs()]
-    assert len(ids) == 3 and view.table.rowCount() == 3 and view.selected_ids() == ids  # the latest start ticked
+    assert len(ids) == 3 and view.row_count() == 3 and view.selected_ids() == ids  # the latest start ticked
     assert view.metric_choice.currentText() == "val perplexity"
     assert [view.point_count(i) for i in ids] == [2, 2, 2]  # validations at step 3 and the last step, 6
-    view.table.item(0, 0).setCheckState(Qt.Unchecked)
+    view.set_checked(ids[0], False)
     assert view.selected_ids() == ids[1:] and view.point_count(ids[0]) == 0
     view.set_metric("train loss")
     assert view.point_count(ids[1]) == 6
@@ -168,7 +168,67 @@ def test_runs_view_overlays_ticked_runs_and_exports_csv(qtbot, trained, tiny_cor
     train(tiny_corpus, "run-late", "gru", steps=2)
     view.refresh()  # keeps the ticks, and ticks the new run
     new = runs.list_runs()[-1]["id"]
-    assert view.table.rowCount() == 4 and view.selected_ids() == ids[1:] + [new] and view.point_count(new) == 2  # train loss, 2 steps
+    assert view.row_count() == 4 and view.selected_ids() == ids[1:] + [new] and view.point_count(new) == 2  # train loss, 2 steps
+    assert not errors
+
+
+def test_runs_view_is_a_sortable_filterable_experiment_table(qtbot, trained, errors):
+    from rnnstudio.gui.runs_view import COLUMNS
+
+    view = RunsView()
+    qtbot.addWidget(view)
+    view.show()
+    for column in ("cell", "hidden", "layers", "optimizer", "lr", "batch", "seq len", "tokens/s", "best val ppl"):
+        assert column in COLUMNS
+    by_model = {r["model"]: r["id"] for r in runs.list_runs()}
+    assert view.cell_text(by_model["rnn-b"], "cell") == "rnn-scratch"
+    assert view.cell_text(by_model["rnn-b"], "hidden") == "16" and view.cell_text(by_model["rnn-b"], "lr") == "0.005 (default)"
+    # sorting is numeric on the raw values, both ways
+    col = COLUMNS.index("best val ppl")
+    view.table.sortByColumn(col, Qt.AscendingOrder)
+    best = {r["id"]: r["final"]["best_val_perplexity"] for r in runs.list_runs()}
+    assert view.shown_ids() == sorted(best, key=best.get)
+    view.table.sortByColumn(col, Qt.DescendingOrder)
+    assert view.shown_ids() == sorted(best, key=best.get, reverse=True)
+    # the filter matches any column's text
+    view.filter.setText("LSTM")
+    assert view.shown_ids() == [by_model["lstm-x"]]
+    view.filter.setText("")
+    assert view.row_count() == 3
+    # selecting a row overlays it even when it is not ticked, drawn thicker
+    view.set_selected([])
+    assert view.curves == {}
+    view.table.selectRow(view.shown_ids().index(by_model["gru-a"]))
+    assert list(view.curves) == [by_model["gru-a"]]
+    assert not errors
+
+
+def test_runs_and_training_tabs_draw_the_same_per_step_train_curve(qtbot, trained, errors):
+    """Train perplexity is exp(each step's loss) in both tabs, smoothed the same way; never a per-window mean."""
+    import math
+
+    from rnnstudio.gui import charts
+    from rnnstudio.gui.charts import TrainingCharts, ema
+
+    record = runs.list_runs()[0]
+    steps, losses = record["curves"]["train"]["step"], record["curves"]["train"]["loss"]
+    view = RunsView()
+    qtbot.addWidget(view)
+    view.set_selected([record["id"]])
+    view.set_metric("train perplexity")
+    live = TrainingCharts()
+    qtbot.addWidget(live)
+    live.add_train_points(list(zip(steps, losses)))
+    for weight in (0.0, 0.6, 0.9):
+        view.smoothing.set_value(weight)
+        live.smoothing.set_value(weight)
+        live.refresh()
+        x_runs, y_runs = view.curves[record["id"]].getData()
+        x_live, y_live = live.train_curve.getData()
+        assert list(x_runs) == list(x_live) == steps
+        assert list(y_runs) == pytest.approx(list(y_live))
+        assert list(y_live) == pytest.approx(ema([math.exp(v) for v in losses], weight))
+    assert charts.ema([4.0, 2.0], 0.5) == pytest.approx([4.0, 4.0 / 3 + 2.0 * 2 / 3])  # debiased: starts at the first value
     assert not errors
 
 
@@ -197,7 +257,7 @@ def test_main_window_has_the_pages_and_refreshes_runs_after_training(qtbot, tiny
         assert title in titles
     runs_page = win.tabs.widget(titles.index("Runs"))
     inspector_page = win.tabs.widget(titles.index("Inspector"))
-    assert runs_page.table.rowCount() == 0 and inspector_page.model_a.count() == 0
+    assert runs_page.row_count() == 0 and inspector_page.model_a.count() == 0
     train(tiny_corpus, "late", "gru", steps=2)
     win.models_changed.emit()  # what the window emits when a training run ends
-    assert runs_page.table.rowCount() == 1 and inspector_page.model_a.currentText() == "late"
+    assert runs_page.row_count() == 1 and inspector_page.model_a.currentText() == "late"

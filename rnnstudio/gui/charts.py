@@ -122,18 +122,21 @@ class EmptyHint:
         self.item.setText(text)
 
     def set_empty(self, empty: bool) -> None:
-        if empty == self.empty:
+        shown = self.item in self.plot.getPlotItem().items  # plot.clear() removes it too
+        if empty == self.empty and shown == empty:
             return
         self.empty = empty
         item = self.plot.getPlotItem()
         for axis in ("left", "bottom"):
             (item.hideAxis if empty else item.showAxis)(axis)
         if empty:
-            self.plot.addItem(self.item, ignoreBounds=True)
+            if not shown:
+                self.plot.addItem(self.item, ignoreBounds=True)
             item.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             item.vb.setMouseEnabled(False, False)
         else:
-            self.plot.removeItem(self.item)
+            if shown:
+                self.plot.removeItem(self.item)
             item.vb.setMouseEnabled(True, True)
             item.enableAutoRange()
 

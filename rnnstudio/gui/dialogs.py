@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QDialog, QInputDialog, QMessageBox, QWidget
 
 from ..errors import RNNStudioError
 from ..settings import render_error
@@ -28,3 +28,14 @@ def show_error(parent: QWidget | None, exc: BaseException) -> None:
 def confirm(parent: QWidget | None, title: str, text: str) -> bool:
     answer = QMessageBox.question(parent, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
     return answer == QMessageBox.Yes
+
+
+def ask_text(parent: QWidget | None, title: str, label: str, text: str = "") -> tuple[str, bool]:
+    """A line of text (e.g. a new name) in a dialog wide enough for its title and a long name."""
+    dialog = QInputDialog(parent)
+    dialog.setWindowTitle(title)
+    dialog.setLabelText(label)
+    dialog.setTextValue(text)
+    dialog.setMinimumWidth(max(420, dialog.fontMetrics().horizontalAdvance(text) + 80))
+    ok = dialog.exec() == QDialog.Accepted
+    return dialog.textValue(), ok

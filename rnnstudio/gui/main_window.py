@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
         self.models_changed.connect(self.generation.refresh_models)
         self.models.open_requested.connect(self.open_in_generation)
         self.models.resume_requested.connect(self.resume_training)
+        self.models.renamed.connect(self.training.model_renamed)
 
         self.resize(1280, 820)
         self.settings_warning = None

@@ -4,16 +4,30 @@ rename, delete and export them."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .. import checkpoint
 from ..errors import RNNStudioError
-from .dialogs import confirm, show_error
+from .dialogs import ask_text, confirm, show_error
 
 COLUMNS = ("name", "corpus", "cell", "size", "parameters", "steps", "val perplexity", "date")
+
+
+def _corpus_options(info) -> tuple[str, str]:
+    """(column text, tooltip) for a model's corpus: which file, not only which plugin."""
+    train = (info.config or {}).get("train") or {}
+    corpus, options = train.get("corpus"), train.get("corpus_options") or {}
+    if not corpus or not isinstance(options, dict) or not options:
+        return "", ""
+    path = options.get("path")
+    if isinstance(path, str) and path:
+        return f"{corpus}: {Path(path).name}", path
+    text = ", ".join(f"{k}={v}" for k, v in options.items())
+    return f"{corpus} ({text})", text
 
 
 class ModelsPanel(QWidget):
@@ -22,6 +36,7 @@ class ModelsPanel(QWidget):
     open_requested = Signal(str)  # generate with this model
     resume_requested = Signal(str)  # continue training this model
     models_changed = Signal()
+    renamed = Signal(str, str)  # old name, new name
     status = Signal(str)
 
     def __init__(self, parent=None):
@@ -67,7 +82,9 @@ class ModelsPanel(QWidget):
         from ..paths import models_dir
 
         selected = self.selected_name()
-        self.rows = [m.row() for m in checkpoint.list_models()]
+        infos = checkpoint.list_models()
+        self.rows = [m.row() for m in infos]
+        corpus_tips = [_corpus_options(m) for m in infos]
         self.table.clearSpans()
         self.table.setRowCount(len(self.rows))
         for i, r in enumerate(self.rows):
@@ -75,7 +92,8 @@ class ModelsPanel(QWidget):
                 cells = [r["name"], f"BROKEN: {r['error']}"] + [""] * (len(COLUMNS) - 2)
             else:
                 ppl = r.get("val_perplexity")
-                cells = [r["name"], str(r.get("corpus") or "-"), str(r.get("cell") or "-"),
+                corpus, tip = corpus_tips[i]
+                cells = [r["name"], corpus or str(r.get("corpus") or "-"), str(r.get("cell") or "-"),
                          f"{r.get('num_layers')} x {r.get('hidden_size')}",
                          f"{r['parameters']:,}" if isinstance(r.get("parameters"), int) else "-",
                          str(r.get("steps") if r.get("steps") is not None else "-"),
@@ -86,6 +104,8 @@ class ModelsPanel(QWidget):
                 if r.get("error"):
                     item.setForeground(Qt.darkRed)
                     item.setToolTip(r["error"])
+                elif j == 1 and corpus_tips[i][1]:
+                    item.setToolTip(corpus_tips[i][1])
                 self.table.setItem(i, j, item)
             if r.get("error"):
                 self.table.setSpan(i, 1, 1, len(COLUMNS) - 1)
@@ -132,10 +152,28 @@ class ModelsPanel(QWidget):
         name = self.selected_name()
         if not name:
             return
-        new, ok = QInputDialog.getText(self, "Rename model", f"New name for {name}:", text=name)
-        if ok and new.strip() and new.strip() != name:
-            self._run(lambda: checkpoint.rename_model(name, new.strip()), f"renamed {name} to {new.strip()}")
-            self.select(new.strip())
+        text = name
+        while True:  # a bad name shows why and asks again, with what was typed
+            new, ok = ask_text(self, "Rename model", f"New name for {name}:", text)
+            new = new.strip()
+            if not ok or not new or new == name:
+                return
+            try:
+                checkpoint.rename_model(name, new)
+            except (RNNStudioError, OSError) as exc:
+                show_error(self, exc if isinstance(exc, RNNStudioError)
+                           else RNNStudioError(f"{exc.strerror or exc}", source="models folder"))
+                text = new
+                continue
+            break
+        from .. import runs
+
+        runs.rename_model_runs(name, new)  # the run history follows the model
+        self.status.emit(f"renamed {name} to {new}")
+        self.renamed.emit(name, new)
+        self.refresh()
+        self.models_changed.emit()
+        self.select(new)
 
     def delete_selected(self) -> None:
         name = self.selected_name()

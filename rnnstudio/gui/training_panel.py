@@ -362,6 +362,13 @@ class TrainingPanel(QWidget):
         else:
             self.fields["resume"].setChecked(True)
 
+    def model_renamed(self, old: str, new: str) -> None:
+        """The Models tab renamed a model: the form and the panel follow."""
+        if self.fields["name"].text().strip() == old:
+            F.set_value(self.fields["name"], new)
+        if self.model_name == old and self.job is None:
+            self.model_name = new
+
     def _resume_toggled(self, on: bool) -> None:
         """Resume trains the saved model as it is: its corpus, cell, size and tokens come into the form, locked."""
         locked = [self.corpus_combo, self.cell_combo, self.corpus_form, self.cell_form,
