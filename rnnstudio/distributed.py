@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from datetime import timedelta
 
 import torch
@@ -10,7 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import RNNStudioError
-from .trainer import MetricSet, Trainer, TrainConfig, _model_name
+from .trainer import MetricSet, Trainer, TrainConfig, _model_name, raised_in
 
 #: Seconds a rank waits for the others in one collective before it gives up (env RNNSTUDIO_DIST_TIMEOUT).
 DEFAULT_TIMEOUT_S = 600.0
@@ -90,8 +92,12 @@ class DistributedTrainer(Trainer):
                 states[name] = None
                 self._warn_once(metrics, name, f"metric {name!r}: state() raised {type(exc).__name__}: {exc}; "
                                                f"its value is rank 0's share of the validation set")
-        everyone: list = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, {"values": values, "states": states})  # same list on every rank
+        for name, state in list(states.items()):
+            if state is not None and _json_bytes(state) is None:
+                states[name] = None
+                self._warn_once(metrics, name, f"metric {name!r}: state() is not plain JSON numbers; its value "
+                                               f"is rank 0's share of the validation set")
+        everyone = all_gather_json({"values": values, "states": states})  # the same list on every rank
         rank0 = everyone[0]["values"]
         out = {}
         for name, m in metrics.metrics.items():
@@ -112,6 +118,12 @@ class DistributedTrainer(Trainer):
             if name in rank0:
                 out[name] = rank0[name]
         return out
+
+    def describe_failure(self, exc, during):
+        """A collective that failed because a peer is gone is a rank failure, whatever gloo calls it."""
+        if is_peer_failure(exc):
+            return lost_touch_message(exc), None
+        return super().describe_failure(exc, during)
 
     def gather_state(self, hidden):
         """Every rank's rows of the state, (L, B, H) each -> (L, world*B, H), so a resume restores them all."""
@@ -137,6 +149,67 @@ class DistributedTrainer(Trainer):
             return hidden
         rows = [h[:, r * B:(r + 1) * B].contiguous() for h in tensors]
         return tuple(rows) if isinstance(hidden, tuple) else rows[0]
+
+
+# -- exchanging data: tensors only, so that nothing a peer sends is ever unpickled ----------------
+
+def _json_bytes(obj) -> bytes | None:
+    """``obj`` as UTF-8 JSON (NaN and inf allowed), or None when it is not plain JSON data."""
+    try:
+        return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):
+        return None
+
+
+def _wire_device() -> torch.device:
+    """Where collective buffers live: NCCL moves CUDA tensors only, gloo CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_gather_json(obj) -> list:
+    """Every rank's ``obj``, in rank order, as JSON in uint8 tensors: the lengths first, then the padded bytes."""
+    device = _wire_device()
+    data = torch.frombuffer(bytearray(_json_bytes(obj) or b"null"), dtype=torch.uint8).to(device)
+    world = dist.get_world_size()
+    lengths = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    dist.all_gather(lengths, torch.tensor([data.numel()], dtype=torch.int64, device=device))
+    longest = max(int(n) for n in lengths)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[:data.numel()] = data
+    parts = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return [json.loads(bytes(p[:int(n)].cpu().tolist()).decode("utf-8")) for p, n in zip(parts, lengths)]
+
+
+def broadcast_json(obj, src: int = 0):
+    """``obj`` from rank ``src`` on every rank, as JSON in a uint8 tensor: the length first, then the bytes."""
+    device = _wire_device()
+    mine = (_json_bytes(obj) or b"null") if dist.get_rank() == src else b""
+    length = torch.tensor([len(mine)], dtype=torch.int64, device=device)
+    dist.broadcast(length, src=src)
+    data = torch.zeros(int(length), dtype=torch.uint8, device=device)
+    if dist.get_rank() == src:
+        data[:] = torch.frombuffer(bytearray(mine), dtype=torch.uint8)
+    dist.broadcast(data, src=src)
+    return json.loads(bytes(data.cpu().tolist()).decode("utf-8"))
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """A DistError, or the RuntimeError gloo raises from inside torch.distributed when a peer's socket closes."""
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and raised_in(exc, "torch.distributed"))
+
+
+def lost_touch_message(exc: BaseException) -> str:
+    return (f"lost touch with the other ranks ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+            f"another rank failed or stopped (its own error says why), or did not answer within "
+            f"RNNSTUDIO_DIST_TIMEOUT={_timeout_text()} s")
+
+
+def _timeout_text() -> str:
+    try:
+        return f"{timeout_seconds():g}"
+    except RNNStudioError:
+        return "?"
 
 
 # -- launching ----------------------------------------------------------------------------
@@ -180,32 +253,63 @@ def timeout_seconds() -> float:
     return value
 
 
+def check_before_joining(config: TrainConfig) -> None:
+    """The user errors that each rank can find on its own, before it joins the group and starts work."""
+    config.validate()  # ranges and the model name
+    if config.resume:
+        from . import checkpoint as ckpt
+
+        if not config.name:
+            raise RNNStudioError("--resume needs --name MODEL")
+        ckpt.read_config(ckpt.model_path(config.name))  # a missing or unreadable model: its own clear error
+
+
 def init_from_torchrun(config: TrainConfig) -> torch.device:
     """Join the process group torchrun describes; set the config's rank, world size and device."""
     rank, world, local_rank = torchrun_env()
     device = rank_device(config.device, local_rank)
+    timeout = timeout_seconds()
+    check_before_joining(config)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     config.rank, config.world_size = rank, world
     config.device = str(device)
     # The minutes timer would fire at different steps on different ranks; checkpoints must be collective.
     config.checkpoint_minutes = 0
     # One name for the run: rank 0's (a derived name contains the time, which differs between ranks).
-    name = [config.name or _model_name(config)]
-    dist.broadcast_object_list(name, src=0)
-    config.name = name[0]
+    config.name = broadcast_json(config.name or _model_name(config), src=0)
     return device
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        try:
-            dist.destroy_process_group()
-        except Exception:  # a peer already gone: nothing left to tidy
-            pass
+def shutdown(*, clean: bool = False) -> None:
+    """Leave the process group. After a clean run every rank first waits for the others at a barrier, so
+    no rank tears down its connections while a peer still uses them (that ended runs with SIGABRT,
+    "terminate called without an active exception"). After a failure there is no barrier: a peer may be gone."""
+    if not dist.is_initialized():
+        return
+    try:
+        if clean:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # a peer already gone: nothing left to tidy
+        pass
+
+
+def write_error_file(message: str) -> None:
+    """Give torchrun the one-line reason for its failure summary (its elastic error-file mechanism)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": message, "extraInfo": {"py_callstack": message,
+                                                          "timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    except OSError:
+        pass
 
 
 def run_distributed(config: TrainConfig, host, args) -> int:
@@ -217,21 +321,24 @@ def run_distributed(config: TrainConfig, host, args) -> int:
     from .cli import _consume
 
     owns_group = not dist.is_initialized()
+    clean = False
     try:
-        init_from_torchrun(config)
-        trainer = DistributedTrainer(config, host=host)
-        main = config.rank == 0
         try:
-            return _consume(trainer, bool(args.json) and main, quiet=not main)
-        except RNNStudioError as exc:
-            if config.world_size > 1:
-                raise RNNStudioError(f"rank {config.rank} of {config.world_size}: {exc}") from None
-            raise
-    except dist.DistError as exc:  # a peer failed, or did not answer within the timeout
-        raise RNNStudioError(
-            f"rank {os.environ.get('RANK', '?')}: lost touch with the other processes ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); one of them failed (see its error) or took longer "
-            f"than RNNSTUDIO_DIST_TIMEOUT={timeout_seconds():g} s") from None
+            init_from_torchrun(config)
+            trainer = DistributedTrainer(config, host=host)
+            code = _consume(trainer, bool(args.json) and config.rank == 0, quiet=config.rank != 0)
+            clean = True
+            return code
+        except (dist.DistError, RuntimeError) as exc:  # a peer failed, or did not answer within the timeout
+            if not is_peer_failure(exc):
+                raise
+            raise RNNStudioError(lost_touch_message(exc)) from None
+    except RNNStudioError as exc:
+        world = int(os.environ.get("WORLD_SIZE", config.world_size) or 1)
+        if world > 1:
+            exc = RNNStudioError(f"rank {os.environ.get('RANK', config.rank)} of {world}: {exc}")
+        write_error_file(f"rnnstudio: error: {exc}")
+        raise exc from None
     finally:
         if owns_group:
-            shutdown()
+            shutdown(clean=clean)

@@ -56,6 +56,21 @@ def create_window(*, no_plugins: bool = False, restore: bool = True):
     return window
 
 
+def terminate(window, quit_app) -> None:
+    """SIGTERM or SIGHUP (``kill``, a logout): stop training as Stop does (it validates and saves),
+    save the settings and quit, without asking."""
+    window.training.stop_and_join()
+    window.generation.stop_and_join()
+    window.save_settings()
+    quit_app()
+
+
+def install_terminate_handlers(window, quit_app) -> dict:
+    """Route SIGTERM and SIGHUP to ``terminate``; returns the previous handlers."""
+    sigs = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    return {s: signal.signal(s, lambda *_: terminate(window, quit_app)) for s in sigs}
+
+
 def main(no_plugins: bool = False) -> int:
     from .platform_check import platform_problem
 
@@ -70,6 +85,7 @@ def main(no_plugins: bool = False) -> int:
     # Ctrl+C in the terminal closes the window the normal way (asking first while training);
     # the idle timer gives Python a chance to run its signal handler inside Qt's event loop.
     signal.signal(signal.SIGINT, lambda *_: window.close())
+    install_terminate_handlers(window, app.quit)
     tick = QTimer(interval=250)
     tick.timeout.connect(lambda: None)
     tick.start()
