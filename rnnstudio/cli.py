@@ -297,7 +297,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .checkpoint import list_models
+    from .store.catalogue import list_models  # torch-free: headers are read with struct and json
 
     rows = [m.row() for m in list_models()]
     if args.json:

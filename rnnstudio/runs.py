@@ -16,6 +16,7 @@ from typing import Iterator
 from . import paths
 from .errors import RNNStudioError
 from .fileio import atomic_write_json, atomic_write_text
+from .processes import process_alive
 
 FORMAT = "rnnstudio-run"
 VERSION = 1
@@ -240,8 +241,6 @@ def load_run(path_or_id) -> dict:
 
 
 def _owner_gone(record: dict) -> bool:
-    from .checkpoint import process_alive
-
     pid = record.get("pid")
     if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False  # an older record, or another machine's: cannot tell

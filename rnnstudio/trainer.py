@@ -195,6 +195,7 @@ class Trainer:
                 raise settings_error("{resume} needs {name}: the saved model's name")
             path = ckpt.model_path(cfg.name)
             saved = ckpt.read_config(path)
+            ckpt.check_resume(path, saved, self.host)  # shapes against the saved state before anything is built
             keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "device", "threads", "eval_every",
                                                   "sample_every", "checkpoint_every", "checkpoint_minutes",
                                                   "save", "rank", "world_size")}

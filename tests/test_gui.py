@@ -320,7 +320,7 @@ def test_closing_during_training_stops_saves_and_joins(qtbot, window, tiny_corpu
     assert errors == []
     loaded = checkpoint.load_model("closing-model")
     assert loaded.config["summary"]["step"] > 0
-    assert not (checkpoint.paths.models_dir() / ".closing-model.lock").exists()
+    assert not checkpoint.ModelLock("closing-model").busy()
 
 
 def test_settings_are_remembered_and_a_corrupt_file_is_ignored(qtbot, host, errors, tiny_corpus):

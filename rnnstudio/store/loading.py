@@ -1,0 +1,162 @@
+"""Loading a model folder: every shape the config implies is checked against the safetensors header first,
+so a hostile config allocates nothing and a mismatch is a one-line error. Nothing is ever unpickled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ..data import Vocab
+from ..errors import RNNStudioError
+from ..model import ModelConfig, RNNLanguageModel
+from .catalogue import read_config, read_vocab_json
+from .format import (STATE, WEIGHTS, check_header_shapes, check_train_meta, expected_shapes, model_path,
+                     read_header, read_json_text, shapes)
+
+
+def read_vocab(path: Path, vocab_size: int | None = None) -> Vocab:
+    data = read_vocab_json(path, vocab_size)
+    return Vocab(list(data["tokens"]), data.get("tokenizer") or "char")
+
+
+def read_tensors(path: Path, model_name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a safetensors file: plain tensors only, so nothing in it can run code. The header is checked first."""
+    header = read_header(path, model_name)
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise RNNStudioError(
+            f"model {model_name!r}: {path.name} is corrupt or not a safetensors file ({exc}); "
+            f"retrain, or restore it from a backup"
+        ) from None
+    return tensors, dict(header.get("__metadata__") or {})
+
+
+def _cell_class(host, mcfg: ModelConfig, name: str):
+    try:
+        return host.cell(mcfg.cell)
+    except RNNStudioError as exc:
+        raise RNNStudioError(f"model {name!r} needs a cell plugin that is not loaded: {exc}") from None
+
+
+def _meta_model(mcfg: ModelConfig, cell_cls) -> RNNLanguageModel | None:
+    """The model built on the meta device (no memory), to read the shapes it expects; None if the cell can't."""
+    try:
+        with torch.device("meta"):
+            return RNNLanguageModel(mcfg, cell_cls)
+    except RNNStudioError:
+        raise
+    except Exception:
+        return None  # a cell that cannot be built on "meta": the full load still compares every tensor
+
+
+def check_weights_match(found: dict[str, tuple], mcfg: ModelConfig, cell_cls, name: str, file: str):
+    """Every tensor of the model of ``mcfg`` is in ``found`` with its shape, checked before anything is allocated.
+    Returns the meta-device model (or None)."""
+    check_header_shapes(found, expected_shapes(mcfg.to_json()), name, file)
+    meta = _meta_model(mcfg, cell_cls)
+    if meta is not None:
+        wanted = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+        check_header_shapes(found, wanted, name, file)
+        extra = sorted(set(found) - set(wanted))
+        if extra:
+            raise RNNStudioError(f"model {name!r}: {file} does not match its config (unexpected tensor "
+                                 f"{extra[0]!r}); restore the weights or the config from a backup")
+    return meta
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    model: RNNLanguageModel
+    vocab: Vocab
+    config: dict = field(repr=False)
+
+
+def load_model(name_or_path, *, host=None, device: str | torch.device = "cpu", which: str = WEIGHTS) -> LoadedModel:
+    """Rebuild a model from its folder alone: config + vocab + weights. Never unpickles anything."""
+    from ..plugins import default_host
+
+    host = host or default_host()
+    path = model_path(name_or_path)
+    config = read_config(path)
+    vocab = read_vocab(path, config["model"]["vocab_size"])
+    mcfg = ModelConfig.from_json(config["model"])
+    cell_cls = _cell_class(host, mcfg, path.name)
+    check_weights_match(shapes(read_header(path / which, path.name)), mcfg, cell_cls, path.name, which)
+    model = RNNLanguageModel(mcfg, cell_cls)
+    tensors, _ = read_tensors(path / which, path.name)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise RNNStudioError(f"model {path.name!r}: {which} does not match its config ({str(exc).splitlines()[0]})") from None
+    model.to(device).eval()
+    return LoadedModel(path.name, path, model, vocab, config)
+
+
+def check_resume(path: Path, config: dict, host) -> None:
+    """Before a resume builds anything: the saved training settings agree with the model section, and the
+    training state's header holds the tensors (weights and hidden state) that this model needs."""
+    name = path.name
+    model_cfg, train = config["model"], config.get("train") or {}
+    for key in ("cell", "hidden_size", "num_layers", "encoding", "dropout"):
+        if key in train and train[key] != model_cfg.get(key):
+            raise RNNStudioError(f"model {name!r}: config.json's train.{key} ({train[key]!r}) differs from "
+                                 f"model.{key} ({model_cfg.get(key)!r}); fix the file or restore it from a backup")
+    mcfg = ModelConfig.from_json(model_cfg)
+    header = read_header(path / STATE, name)
+    _train_meta(header, name)
+    meta = check_weights_match(shapes(header, "model."), mcfg, _cell_class(host, mcfg, name), name, STATE)
+    hidden = shapes(header, "hidden.")
+    if meta is None or not hidden:
+        return
+    batch = next(iter(hidden.values()))[1] if len(next(iter(hidden.values()))) > 1 else 1
+    state = meta.cell.begin_state(batch, device="meta")
+    wanted = [tuple(t.shape) for t in (state if isinstance(state, tuple) else (state,))]
+    have = [hidden.get(str(i)) for i in range(len(hidden))]
+    if have != wanted:
+        raise RNNStudioError(f"model {name!r}: {STATE} holds a hidden state of shape {have}, the model's cell "
+                             f"expects {wanted}; the file does not belong to this model (restore it from a backup, "
+                             f"or train a new model)")
+
+
+def load_train_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    meta = _train_meta(read_header(path / STATE, path.name), path.name)
+    tensors, _ = read_tensors(path / STATE, path.name)
+    return meta, tensors
+
+
+def _train_meta(header: dict, name: str) -> dict:
+    metadata = header.get("__metadata__") or {}
+    if metadata.get("format") != "rnnstudio-train-state":
+        raise RNNStudioError(f"model {name!r}: {STATE} is not an RNN Studio training state")
+    return check_train_meta(read_json_text(metadata.get("json"), name, f"{STATE} metadata"), name)
+
+
+def restore_train_state(meta: dict, tensors: dict, model, optimizer) -> list[torch.Tensor]:
+    """Put weights, optimizer and RNG back; return the saved hidden state tensors."""
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states)
+    return [tensors[f"hidden.{i}"] for i in range(meta.get("hidden") or 0)]
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, values in (meta.get("scalars") or {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
