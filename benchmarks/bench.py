@@ -481,6 +481,11 @@ def print_table(res: dict) -> None:
         for r in q["rows"]:
             print(f"   {r['recipe']:<42} {r['val_perplexity']:.2f} ({r['steps']} steps)")
         print(f"   default recipe better: {'yes' if q['default_better'] else 'NO'}")
+    if "score" in res:
+        from bench_score import print_rows
+
+        print("\n6. scoring (rnnstudio score and score --explain)")
+        print_rows(res["score"])
 
 
 def summary(res: dict) -> dict:
@@ -508,6 +513,11 @@ def summary(res: dict) -> dict:
         q = res["quality"]
         out["quality"] = {"default_better": q["default_better"],
                           **{r["recipe"]: r["val_perplexity"] for r in q["rows"]}}
+    if "score" in res:
+        s = res["score"]
+        out["score"] = {"ratio": round(s["throughput"]["ratio"], 3), "met": s["throughput"]["met"],
+                        "seconds_per_10mb": round(s["score_seconds_per_10mb"], 1), "seconds_met": s["score_met"],
+                        "explain_peak_rss_mb": round(s["explain_peak_rss_mb"]), "explain_rss_met": s["explain_rss_met"]}
     return out
 
 
@@ -516,7 +526,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="short settings for development")
     ap.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
     ap.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="a local copy of The Time Machine")
-    ap.add_argument("--only", default="train,generate,gui,data,quality", help="comma-separated sections to run")
+    ap.add_argument("--only", default="train,generate,gui,data,quality,score", help="comma-separated sections to run")
     ap.add_argument("--cells", default="", help="comma-separated cells (default: every cell plugin)")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1,
@@ -550,6 +560,10 @@ def main(argv=None) -> int:
         res["data"] = bench_data(args.text, 20 if args.quick else 100)
     if "quality" in only:
         res["quality"] = bench_quality(settings, 10.0 if args.quick else 60.0)
+    if "score" in only:
+        from bench_score import bench_score
+
+        res["score"] = bench_score(settings, source=args.text, quick=args.quick, clock=clock)
     res["seconds"] = time.perf_counter() - t_start
     res["summary"] = summary(res)
     print_table(res)

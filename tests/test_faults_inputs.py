@@ -95,9 +95,9 @@ def test_bad_corpus_gives_a_specific_one_line_error_and_writes_nothing(case, tmp
 
 
 def test_invalid_utf8_offset_is_exact_across_read_chunks(tmp_path, monkeypatch):
-    from rnnstudio.builtin_plugins import corpora
+    from rnnstudio import textfiles
 
-    monkeypatch.setattr(corpora, "CHUNK_BYTES", 7)  # so two-byte characters straddle reads
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", 7)  # so two-byte characters straddle reads
     path = tmp_path / "mixed.txt"
     good = "abcé".encode() * 5  # 5 bytes each
     path.write_bytes(good + b"\xff" + b"tail")
