@@ -205,10 +205,12 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
             kind = event.kind
             if kind == "summary":
                 summary = event
-            if as_json:
-                if kind != "progress" or time.monotonic() - last_print >= 1.0:
+            if as_json:  # every event, and progress at most once a second (other events do not reset that clock)
+                if kind == "progress":
+                    if time.monotonic() - last_print < 1.0:
+                        continue
                     last_print = time.monotonic()
-                    out.write(json.dumps(json_safe(event.to_json()), ensure_ascii=False), keep=kind != "progress")
+                out.write(json.dumps(json_safe(event.to_json()), ensure_ascii=False), keep=kind != "progress")
                 continue
             if quiet:
                 continue
