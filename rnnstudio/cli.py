@@ -367,10 +367,12 @@ def _explain(args, loaded, text: str, host) -> int:
 def cmd_runs(args) -> int:
     from .runs import export_csv, list_runs, run_row
 
+    if args.csv == "-" and args.json:
+        raise RNNStudioError("--csv - and --json both write to standard output; pick one (or give --csv a file)")
     records = list_runs()
     if args.csv:
-        path = export_csv(records, args.csv)
-        print(f"wrote {len(records)} runs to {path}", file=sys.stderr)
+        where = export_csv(records, args.csv)
+        print(f"wrote {len(records)} runs to {where}", file=sys.stderr)
     if args.json:
         _print_json([run_row(r) for r in records])
         return 0
@@ -441,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("runs", "list recorded training runs: config, final metrics, device, speed")
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--csv", metavar="FILE", default=None, help="also write the runs' final metrics to FILE as CSV")
+    sp.add_argument("--csv", metavar="FILE", default=None,
+                    help="also write the runs' final metrics to FILE as CSV ('-': standard output)")
 
     sp = add("score", "perplexity of a text file under a model")
     sp.add_argument("--model", required=True)

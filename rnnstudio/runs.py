@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import re
 import socket
+import stat
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +19,8 @@ from typing import Iterator
 from . import paths
 from .errors import RNNStudioError
 from .fileio import atomic_write_json, atomic_write_text
-from .processes import process_alive
+from .processes import PID_MAX, process_alive
+from .store.format import Field
 
 FORMAT = "rnnstudio-run"
 VERSION = 1
@@ -204,20 +208,66 @@ def record_run(trainer, events: Iterator) -> Iterator:
 # -- reading --------------------------------------------------------------------------------
 
 def list_runs() -> list[dict]:
-    """Every run record, oldest first; an unreadable one is listed as ``{id, path, error}``."""
+    """Every run record, oldest first; an unreadable or malformed one is listed as ``{id, path, error}``
+    with status ``broken`` and never hides the others."""
     folder = paths.runs_dir()
-    if not folder.is_dir():
+    try:
+        files = sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+    except OSError:
         return []
     out = []
-    for path in sorted(folder.glob("*.json")):
-        if path.name.startswith("."):
-            continue
+    for path in files:
         try:
             out.append(load_run(path))
         except RNNStudioError as exc:
             out.append({"id": path.stem, "path": str(path), "error": str(exc), "status": "broken"})
+        except Exception as exc:  # a case the schema missed still only marks this one record
+            out.append({"id": path.stem, "path": str(path), "status": "broken",
+                        "error": f"run record {path.name} could not be read ({type(exc).__name__}: {exc})"})
     out.sort(key=lambda r: (r.get("started") or "", r["id"]))
     return out
+
+
+# The fields a reader uses, with their types: a record that breaks one is listed as broken, by field name.
+RECORD_FIELDS = {
+    "model": Field("str", optional=True), "status": Field("str", optional=True),
+    "started": Field("str", optional=True), "ended": Field("str", optional=True),
+    "error": Field("str", optional=True), "pid": Field("int", optional=True), "host": Field("str", optional=True),
+    "seconds": Field("number", optional=True), "device": Field("str", optional=True),
+    "parameters": Field("int", optional=True, min=0), "model_path": Field("str", optional=True),
+    "config": Field("dict", optional=True), "final": Field("dict", optional=True),
+    "curves": Field("dict", optional=True),
+}
+FINAL_FIELDS = {name: Field("number", optional=True) for name in (
+    "train_perplexity", "val_perplexity", "best_val_perplexity", "tokens_per_s", "seconds")}
+FINAL_FIELDS.update(steps=Field("int", optional=True, min=0), epochs=Field("int", optional=True, min=0))
+CONFIG_FIELDS = {name: Field("str", optional=True) for name in ("corpus", "cell", "tokens", "optimizer")}
+CONFIG_FIELDS.update({name: Field("int", optional=True) for name in ("hidden_size", "num_layers", "batch_size",
+                                                                     "seq_len")})
+CONFIG_FIELDS["lr"] = Field("number", optional=True)
+
+
+def check_record(record, name: str) -> dict:
+    """A run record's fields against ``RECORD_FIELDS``; the first bad one raises, named."""
+    def fail(text: str) -> RNNStudioError:
+        return RNNStudioError(f"run record {name}: {text}; delete the file, or fix that field")
+
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise RNNStudioError(f"{name} is not an RNN Studio run record")
+    for fields, data, prefix in ((RECORD_FIELDS, record, ""), (FINAL_FIELDS, record.get("final") or {}, "final."),
+                                 (CONFIG_FIELDS, record.get("config") or {}, "config.")):
+        for key, spec in fields.items():
+            problem = spec.check(data.get(key))
+            if problem:
+                raise fail(f"field {prefix}{key} {problem}")
+    for split, columns in (record.get("curves") or {}).items():
+        if not isinstance(columns, dict):
+            raise fail(f"field curves.{split} must be a JSON object")
+        for column, values in columns.items():
+            if not isinstance(values, list) or not all(
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+                raise fail(f"field curves.{split}.{column} must be a list of numbers")
+    return record
 
 
 def load_run(path_or_id) -> dict:
@@ -228,10 +278,11 @@ def load_run(path_or_id) -> dict:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RNNStudioError(f"no run {str(path_or_id)!r} (looked in {paths.runs_dir()}); see `rnnstudio runs`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RNNStudioError(f"run record {path.name} is unreadable ({exc}); delete it") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise RNNStudioError(f"{path.name} is not an RNN Studio run record")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RNNStudioError(f"run record {path.name} is unreadable ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}); delete it") from None
+    check_record(record, path.name)
+    record["id"] = path.stem  # the file's name is the run's id, whatever the record says
     record["path"] = str(path)
     if record.get("status") == "running" and _owner_gone(record):
         # killed (SIGKILL, power loss) before it could close its record: shown as such, the file is left as is
@@ -242,8 +293,8 @@ def load_run(path_or_id) -> dict:
 
 def _owner_gone(record: dict) -> bool:
     pid = record.get("pid")
-    if not isinstance(pid, int) or record.get("host") != socket.gethostname():
-        return False  # an older record, or another machine's: cannot tell
+    if not isinstance(pid, int) or not 0 < pid <= PID_MAX or record.get("host") != socket.gethostname():
+        return False  # an older record, another machine's, or no real pid: cannot tell
     return not process_alive(pid)
 
 
@@ -294,14 +345,46 @@ def runs_csv(records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def export_csv(records: list[dict], path: str | os.PathLike) -> Path:
-    """Write the runs' final metrics as CSV (one row per run), atomically."""
+def export_csv(records: list[dict], path: str | os.PathLike) -> str:
+    """Write the runs' final metrics as CSV (one row per run). ``-`` is standard output; a regular file (also
+    behind a symlink, which stays a symlink) is replaced atomically; a device or a pipe is written through."""
+    text = runs_csv(records)
+    if os.fspath(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return "standard output"
     path = Path(path)
     try:
-        atomic_write_text(path, runs_csv(records))
+        try:
+            st = os.stat(path)  # follows symlinks
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise RNNStudioError(f"cannot write the CSV to {path}: it is a folder; give a file name")
+        if st is None or stat.S_ISREG(st.st_mode):
+            atomic_write_text(os.path.realpath(path), text)  # through a symlink: its target is replaced
+        else:
+            _write_through(path, text)  # /dev/stdout, a terminal, a FIFO with a reader
     except OSError as exc:
         raise RNNStudioError(f"cannot write {path} ({exc.strerror or exc}); pick another file") from None
-    return path
+    return str(path)
+
+
+def _write_through(path: Path, text: str) -> None:
+    """Write into an existing non-regular file without replacing it; a FIFO nobody reads is an error, not a hang."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise RNNStudioError(f"cannot write the CSV to {path}: it is a pipe that nobody reads") from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def curve(record: dict, metric: str) -> tuple[list[int], list[float]]:

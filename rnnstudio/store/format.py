@@ -203,9 +203,9 @@ class Field:
             return f"must be one of {', '.join(map(str, self.choices))}, got {_short(value)}"
         if self.nonempty and not value:
             return "must not be empty"
-        if self.kind in ("int", "number"):
+        if self.kind in ("int", "number") and (self.min, self.max, self.below) != (None, None, None):
             if isinstance(value, float) and math.isnan(value):
-                return "must be a number, got NaN"
+                return f"must be {_range(self)}, got NaN"  # NaN fails every range
             if (self.min is not None and value < self.min) or (self.max is not None and value > self.max) \
                     or (self.below is not None and value >= self.below):
                 return f"must be {_range(self)}, got {_short(value)}"
@@ -244,7 +244,7 @@ def _model_fields() -> dict[str, Field]:
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "config": {"format_version": Field("int", optional=True, min=0), "name": Field("str", optional=True),
-               "model": Field("dict"), "data": Field("dict", optional=True), "train": Field("dict", optional=True),
+               "model": Field("dict"), "data": Field("dict"), "train": Field("dict", optional=True),
                "summary": Field("dict", optional=True)},
     "data": {"corpus": Field("str", optional=True), "corpus_options": Field("dict", optional=True),
              "tokenizer": Field("str", optional=True, choices=("char", "word")),
@@ -254,9 +254,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
              "sample_prefix": Field("str", optional=True), "source": Field("str", optional=True)},
     "summary": {"parameters": Field("int", optional=True, min=0), "step": Field("int", optional=True, min=0),
                 "epoch": Field("int", optional=True, min=0),
-                "val_perplexity": Field("number", optional=True, min=0),
-                "train_perplexity": Field("number", optional=True, min=0),
-                "tokens_per_s": Field("number", optional=True, min=0), "device": Field("str", optional=True),
+                "val_perplexity": Field("number", optional=True), "train_perplexity": Field("number", optional=True),
+                "tokens_per_s": Field("number", optional=True), "device": Field("str", optional=True),
                 "updated": Field("str", optional=True), "created": Field("str", optional=True)},
     "vocab": {"tokens": Field("list"), "tokenizer": Field("str", optional=True, choices=("char", "word"))},
     "train_state": {"format_version": Field("int", optional=True, min=0), "position": Field("dict"),

@@ -3,7 +3,9 @@ so a hostile config allocates nothing and a mismatch is a one-line error. Nothin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,34 @@ def _meta_model(mcfg: ModelConfig, cell_cls) -> RNNLanguageModel | None:
         return None  # a cell that cannot be built on "meta": the full load still compares every tensor
 
 
+def _implied_numbers(mcfg: ModelConfig, cell_cls) -> int | None:
+    """The model's weight count, extrapolated from 1, 2 and 3 layers on the meta device (building thousands of
+    layers, even on "meta", takes seconds); None when the cell's size is not linear in its layers."""
+    if mcfg.num_layers <= 3:
+        return None
+    counts = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. dropout with one layer
+        for layers in (1, 2, 3):
+            small = _meta_model(replace(mcfg, num_layers=layers), cell_cls)
+            if small is None:
+                return None
+            counts.append(sum(t.numel() for t in small.state_dict().values()))
+    per_layer = counts[1] - counts[0]
+    if counts[2] - counts[1] != per_layer:
+        return None
+    return counts[0] + (mcfg.num_layers - 1) * per_layer
+
+
 def check_weights_match(found: dict[str, tuple], mcfg: ModelConfig, cell_cls, name: str, file: str):
     """Every tensor of the model of ``mcfg`` is in ``found`` with its shape, checked before anything is allocated.
     Returns the meta-device model (or None)."""
     check_header_shapes(found, expected_shapes(mcfg.to_json()), name, file)
+    implied, held = _implied_numbers(mcfg, cell_cls), sum(math.prod(s) for s in found.values())
+    if implied is not None and implied != held:  # e.g. num_layers: 10000 over a 1-layer file, seen in milliseconds
+        raise RNNStudioError(f"model {name!r}: {file} does not match its config ({mcfg.num_layers} layers of "
+                             f"{mcfg.hidden_size} imply {implied:,} weights, the file holds {held:,}); restore the "
+                             f"weights or the config from a backup")
     meta = _meta_model(mcfg, cell_cls)
     if meta is not None:
         wanted = {k: tuple(v.shape) for k, v in meta.state_dict().items()}

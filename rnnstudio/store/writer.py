@@ -22,6 +22,9 @@ from ..fileio import atomic_write, atomic_write_json
 from .format import BEST, CONFIG, FORMAT_VERSION, STATE, VOCAB, WEIGHTS, describe_os_error, model_path
 
 
+FILES = (VOCAB, STATE, WEIGHTS, BEST, CONFIG)  # a complete model folder
+
+
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -87,19 +90,30 @@ class ModelWriter:
         return cls(name, path, config, vocab, created=exists)
 
     def save(self, model, optimizer, position: dict, hidden, summary: dict, *, best: bool = False) -> None:
-        step = position["step"]
+        """One checkpoint; afterwards the folder is complete (recreated if it was deleted meanwhile), or this raises."""
         self.config["summary"] = {**self.config.get("summary", {}), **summary, "updated": _now()}
         with self._disk_errors():
-            if not self.created or not self.path.is_dir():  # first save, or the folder was deleted meanwhile
-                self._create_folder(model, optimizer, position, hidden)
-                return
-            if not (self.path / VOCAB).is_file():
-                atomic_write_json(self.path / VOCAB, self.vocab.to_json())
-            save_train_state(self.path / STATE, model, optimizer, position, hidden)
-            save_weights(self.path / WEIGHTS, model, step)
-            if best:
-                save_weights(self.path / BEST, model, step)
-            atomic_write_json(self.path / CONFIG, self.config)
+            for _ in range(2):  # a second pass if the folder was deleted while this one wrote it
+                if not self.created or not self.path.is_dir():
+                    self._create_folder(model, optimizer, position, hidden)
+                else:
+                    self._write_files(model, optimizer, position, hidden, best)
+                missing = [f for f in FILES if not (self.path / f).is_file()]
+                if not missing:
+                    return
+                best = True
+        raise RNNStudioError(
+            f"the model folder {self.path} keeps changing while it is written ({', '.join(missing)} missing after "
+            f"a checkpoint); stop whatever deletes it, then --resume", source=f"model {self.name!r}")
+
+    def _write_files(self, model, optimizer, position: dict, hidden, best: bool) -> None:
+        if not (self.path / VOCAB).is_file():
+            atomic_write_json(self.path / VOCAB, self.vocab.to_json())
+        save_train_state(self.path / STATE, model, optimizer, position, hidden)
+        save_weights(self.path / WEIGHTS, model, position["step"])
+        if best or not (self.path / BEST).is_file():
+            save_weights(self.path / BEST, model, position["step"])
+        atomic_write_json(self.path / CONFIG, self.config)
 
     def save_best(self, model, step: int, summary: dict) -> None:
         if not self.created or not self.path.is_dir():
