@@ -582,8 +582,8 @@ class TrainingPanel(QWidget):
     def _on_finished(self, ev) -> None:
         state = "stopped" if ev.stopped else "finished"
         val = f"{ev.val_perplexity:.3f}" if ev.val_perplexity is not None else "-"
-        text = (f"{state} after {ev.steps} steps: validation perplexity {val}, {ev.tokens_per_s:,.0f} tokens/s; "
-                f"saved to {ev.path}")
+        saved = f"saved to {ev.path}" if ev.path else "nothing was saved"  # no path: stopped before a step
+        text = f"{state} after {ev.steps} steps: validation perplexity {val}, {ev.tokens_per_s:,.0f} tokens/s; {saved}"
         self._log(text)
         self.progress_label.setText(text)
         self.progress.setFormat(f"{state} at step {ev.steps}" + ("  (%p%)" if ev.stopped else ""))
