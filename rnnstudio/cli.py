@@ -189,7 +189,7 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
         caught.append(signum)
         if len(caught) == 1:
             trainer.stop()
-            again = " (Ctrl+C again to abort without saving)" if signum == signal.SIGINT else ""
+            again = " (Ctrl+C again to abort without saving)" if signum == signal.SIGINT and not under_torchrun else ""
             print(f"\nrnnstudio: {signal.Signals(signum).name}: stopping after this step, then validating and "
                   f"saving{again}...", file=sys.stderr, flush=True)
 
