@@ -183,8 +183,12 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
     """
     caught: list[int] = []
 
+    # Under torchrun a terminal's Ctrl+C reaches each rank twice: from the terminal, then passed on by
+    # the launcher. There the repeat is not a second press, and the launcher kills after its timeout.
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+
     def on_signal(signum, frame):
-        if caught and signum == signal.SIGINT:
+        if caught and signum == signal.SIGINT and not under_torchrun:
             raise KeyboardInterrupt
         caught.append(signum)
         if len(caught) == 1:
