@@ -254,7 +254,7 @@ def cmd_generate(args) -> int:
     from .checkpoint import load_model
     from .devices import resolve_device
     from .config import SamplingConfig
-    from .sampling import stream, unescape
+    from .sampling import check_fits, stream, unescape
     from .settings import expand, from_args
 
     host = _host(args)
@@ -266,6 +266,7 @@ def cmd_generate(args) -> int:
     results = []
     for cfg in configs:
         cfg.validate()
+        check_fits(loaded.model, len(loaded.vocab.encode(prefix)), cfg)  # before the samples' texts exist
         temp = None if cfg.greedy else cfg.temperature
         header = len(configs) > 1 or cfg.num_samples > 1
         if args.json or header:
