@@ -106,7 +106,8 @@ def cmd_train(args) -> int:
     if args.distributed:
         from .distributed import run_distributed
 
-        return run_distributed(config, host, args)
+        return run_distributed(config, host, lambda trainer, is_main: _consume(
+            trainer, bool(args.json) and is_main, quiet=not is_main))
     trainer = Trainer(config, host=host)
     return _consume(trainer, args.json)
 

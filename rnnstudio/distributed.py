@@ -312,21 +312,21 @@ def write_error_file(message: str) -> None:
         pass
 
 
-def run_distributed(config: TrainConfig, host, args) -> int:
-    """``rnnstudio train --distributed`` on every rank; only rank 0 prints and writes the model.
+def run_distributed(config: TrainConfig, host, consume) -> int:
+    """``rnnstudio train --distributed`` on every rank; only rank 0 writes the model.
 
-    It ends the process group only if it started it: a caller that set one up keeps it (joining a
-    fresh group in the same process can read the old group's stale addresses from torchrun's store).
+    ``consume(trainer, is_main)`` runs the trainer's events and returns the exit status (the CLI
+    prints rank 0's). The process group is ended only if this call started it: a caller that set one
+    up keeps it (joining a fresh group in the same process can read the old group's stale addresses
+    from torchrun's store).
     """
-    from .cli import _consume
-
     owns_group = not dist.is_initialized()
     clean = False
     try:
         try:
             init_from_torchrun(config)
             trainer = DistributedTrainer(config, host=host)
-            code = _consume(trainer, bool(args.json) and config.rank == 0, quiet=config.rank != 0)
+            code = consume(trainer, config.rank == 0)
             clean = True
             return code
         except (dist.DistError, RuntimeError) as exc:  # a peer failed, or did not answer within the timeout
