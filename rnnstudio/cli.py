@@ -130,16 +130,24 @@ class _Output:
                 sys.stdout.write(text + end)
                 sys.stdout.flush()
                 return
-            except (BrokenPipeError, ValueError):  # ValueError: stdout was closed
+            except (OSError, ValueError):  # EPIPE; EIO from a closed terminal; ValueError: stdout was closed
                 self._drop_stdout()
         if keep:
-            print(text.lstrip("\r"), file=sys.stderr, flush=True)
+            _say(text.lstrip("\r"))
 
     def _drop_stdout(self) -> None:
         self.gone = True
         _stdout_to_devnull()
-        print("rnnstudio: standard output was closed; training goes on, and its checkpoints and summary are "
-              "reported here", file=sys.stderr, flush=True)
+        _say("rnnstudio: standard output was closed; training goes on, and its checkpoints and summary are "
+             "reported here")
+
+
+def _say(text: str) -> None:
+    """A line on stderr that can never stop training: after SIGHUP the terminal may be gone."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _stdout_to_devnull() -> None:
@@ -195,8 +203,8 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
         if len(caught) == 1:
             trainer.stop()
             again = " (Ctrl+C again to abort without saving)" if signum == signal.SIGINT and not under_torchrun else ""
-            print(f"\nrnnstudio: {signal.Signals(signum).name}: stopping after this step, then validating and "
-                  f"saving{again}...", file=sys.stderr, flush=True)
+            _say(f"\nrnnstudio: {signal.Signals(signum).name}: stopping after this step, then validating and "
+                 f"saving{again}...")
 
     old = {}
     if threading.current_thread() is threading.main_thread():
@@ -233,7 +241,7 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
             if tty:
                 out.write("", keep=False)
             if kind == "warning":
-                print(f"warning: {event.message}", file=sys.stderr, flush=True)
+                _say(f"warning: {event.message}")
                 continue
             line = _event_line(event)
             if line is not None:
@@ -247,7 +255,7 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
     if not quiet:
         where = (f"the model is saved at step {summary.steps} in {summary.path}" if summary and summary.path
                  else "nothing was saved")
-        print(f"rnnstudio: stopped by {name}; {where}", file=sys.stderr, flush=True)
+        _say(f"rnnstudio: stopped by {name}; {where}")
     return 128 + caught[0]
 
 
