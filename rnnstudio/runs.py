@@ -362,7 +362,9 @@ def export_csv(records: list[dict], path: str | os.PathLike) -> str:
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise RNNStudioError(f"cannot write the CSV to {path}: it is a folder; give a file name")
         if st is None or stat.S_ISREG(st.st_mode):
-            atomic_write_text(os.path.realpath(path), text)  # through a symlink: its target is replaced
+            real = os.path.realpath(path)  # through a symlink: its target is replaced, the link stays
+            atomic_write_text(real, text)
+            os.chmod(real, stat.S_IMODE(st.st_mode) if st else 0o644)  # not the temp file's 0600
         else:
             _write_through(path, text)  # /dev/stdout, a terminal, a FIFO with a reader
     except OSError as exc:
