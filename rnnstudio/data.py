@@ -79,46 +79,115 @@ class EncodedCorpus:
     counts: Counter
 
 
+class _CharEncoder:
+    """One vectorised pass over a character stream: each piece's code points become provisional ids in
+    first-seen order (so ties in counts keep d2l's first-seen order), counted as they go. ``finish`` maps
+    them onto the vocabulary's ids."""
+
+    def __init__(self, limit: int):
+        self.limit = limit  # keep the first ``limit`` ids (0: all); counting always covers the whole text
+        self.table = np.zeros(256, dtype=np.uint8)  # code point -> provisional id + 1 (0: not seen yet)
+        self.code_points: list[int] = []  # provisional id -> code point
+        self.counts = np.zeros(256, dtype=np.int64)
+        self.parts: list[np.ndarray] = []
+        self.kept = 0
+
+    def _learn(self, cps: np.ndarray) -> None:
+        """Give the code points of ``cps`` not seen before the next provisional ids, in the order they appear."""
+        top = int(cps.max())
+        if top >= len(self.table):
+            grown = np.zeros(max(top + 1, 2 * len(self.table)), dtype=self.table.dtype)
+            grown[: len(self.table)] = self.table
+            self.table = grown
+        unseen = cps[np.take(self.table, cps) == 0]
+        values, first = np.unique(unseen, return_index=True)
+        new = values[np.argsort(first, kind="stable")]
+        total = len(self.code_points) + len(new)
+        if total >= np.iinfo(self.table.dtype).max:
+            self.table = self.table.astype(np.uint16 if total < 65535 else np.int32)
+        self.table[new] = np.arange(len(self.code_points) + 1, total + 1, dtype=self.table.dtype)
+        self.code_points.extend(int(v) for v in new)
+        if total > len(self.counts):
+            self.counts = np.concatenate([self.counts, np.zeros(total, dtype=np.int64)])
+
+    def add(self, piece: str) -> None:
+        if not piece:
+            return
+        cps = _code_points(piece)
+        ids = np.take(self.table, cps, mode="clip")  # code points past the table's end are unseen too
+        if len(cps) and (int(cps.max()) >= len(self.table) or not ids.all()):
+            self._learn(cps)
+            ids = np.take(self.table, cps)
+        # torch's bincount reads uint8 and int32 without a cast; numpy's converts to int64 first (3x slower)
+        counted = torch.from_numpy(ids if ids.dtype != np.uint16 else ids.astype(np.int32))
+        here = torch.bincount(counted, minlength=len(self.code_points) + 1).numpy()
+        self.counts[: len(here) - 1] += here[1:]
+        if not self.limit or self.kept < self.limit:
+            keep = ids if not self.limit else ids[: self.limit - self.kept]
+            self.parts.append(keep)
+            self.kept += len(keep)
+
+    def counter(self) -> Counter:
+        return Counter({chr(cp): int(n) for cp, n in zip(self.code_points, self.counts)})
+
+    def finish(self, vocab: Vocab) -> torch.Tensor:
+        """The kept ids in ``vocab``'s numbering (code points it lacks become <unk>), as one compact tensor."""
+        remap = np.zeros(len(self.code_points) + 1, dtype=torch.empty(0, dtype=compact_dtype(len(vocab))).numpy().dtype)
+        for i, cp in enumerate(self.code_points):
+            remap[i + 1] = vocab[chr(cp)]
+        ids = torch.empty(self.kept, dtype=compact_dtype(len(vocab)))
+        out, pos = ids.numpy(), 0
+        while self.parts:
+            part = self.parts.pop(0)  # each part is freed once copied, so the peak stays near one copy
+            np.take(remap, part, out=out[pos: pos + len(part)])
+            pos += len(part)
+        return ids
+
+
+def _code_points(piece: str) -> np.ndarray:
+    """A piece's code points: one byte each when it is all Latin-1, else four."""
+    try:
+        return np.frombuffer(piece.encode("latin-1"), dtype=np.uint8)
+    except UnicodeEncodeError:
+        return np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 def count_tokens(chunks: Iterable[str], tokenizer: str, preprocess: str) -> Counter:
+    if tokenizer == "char":
+        chars = _CharEncoder(limit=1)  # counts only
+        for piece in _pieces(chunks, tokenizer, preprocess):
+            chars.add(piece)
+        return chars.counter()
     counts: Counter = Counter()
     for piece in _pieces(chunks, tokenizer, preprocess):
-        counts.update(piece if tokenizer == "char" else piece.split())
+        counts.update(piece.split())
     return counts
 
 
-def _encode_piece(piece: str, vocab: Vocab, table: np.ndarray | None) -> np.ndarray:
-    if vocab.tokenizer == "char":
-        cps = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
-        if table is not None:
-            return table[np.minimum(cps, len(table) - 1)]
-        return np.fromiter((vocab[c] for c in piece), dtype=np.int64, count=len(piece))
-    return np.fromiter((vocab.token_to_idx.get(w, 0) for w in piece.split()), dtype=np.int64)
-
-
-def _char_table(vocab: Vocab) -> np.ndarray | None:
-    """Code point -> id lookup for character vocabularies; the last slot catches anything above."""
-    cps = [ord(t) for t in vocab.idx_to_token[1:] if len(t) == 1]
-    if len(cps) != len(vocab) - 1:
-        return None
-    # The ids' own compact type, so a 1 MB piece looks up into 1 MB rather than 8 MB of int64.
-    compact = torch.empty(0, dtype=compact_dtype(len(vocab))).numpy().dtype
-    table = np.zeros(max(cps, default=0) + 2, dtype=compact)
-    for cp in cps:
-        table[cp] = vocab.token_to_idx[chr(cp)]
-    return table
+def _encode_words(piece: str, vocab: Vocab, limit: int) -> np.ndarray:
+    """At most ``limit`` word ids of ``piece``."""
+    return np.fromiter((vocab.token_to_idx.get(w, 0) for w in piece.split()), dtype=np.int64)[:limit]
 
 
 def encode_stream(chunks_factory, *, tokenizer: str = "char", preprocess: str = "raw", min_freq: int = 0,
                   max_tokens: int = 0, vocab: Vocab | None = None) -> EncodedCorpus:
-    """Encode a text stream in two passes (count, then encode) into one compact id tensor.
+    """Encode a text stream into one compact id tensor: characters in one vectorised pass, words in two
+    (count, then encode).
 
-    ``chunks_factory()`` must return a fresh iterator over the text each time it is called.
-    Only one piece of text and the final id tensor are in memory at once.
+    ``chunks_factory()`` must return a fresh iterator over the text each time it is called. Only one piece
+    of text and about two copies of the ids (one byte per character for most text) are in memory at once.
     """
     if tokenizer not in TOKENIZERS:
         raise RNNStudioError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZERS)}")
     if preprocess not in PREPROCESSINGS:
         raise RNNStudioError(f"unknown preprocessing {preprocess!r}; use one of {', '.join(PREPROCESSINGS)}")
+    if tokenizer == "char":
+        chars = _CharEncoder(limit=max(max_tokens, 0))
+        for piece in _pieces(chunks_factory(), tokenizer, preprocess):
+            chars.add(piece)
+        counts = chars.counter()
+        vocab = vocab or Vocab.build(counts, min_freq=min_freq, tokenizer=tokenizer)
+        return EncodedCorpus(vocab, chars.finish(vocab), counts)
     counts = count_tokens(chunks_factory(), tokenizer, preprocess)
     total = sum(counts.values())
     if vocab is None:
@@ -126,12 +195,11 @@ def encode_stream(chunks_factory, *, tokenizer: str = "char", preprocess: str = 
     n = min(total, max_tokens) if max_tokens > 0 else total
     ids = torch.empty(n, dtype=compact_dtype(len(vocab)))
     out = ids.numpy()
-    table = _char_table(vocab) if tokenizer == "char" else None
     pos = 0
     for piece in _pieces(chunks_factory(), tokenizer, preprocess):
         if pos >= n:
             break
-        enc = _encode_piece(piece, vocab, table)[: n - pos]
+        enc = _encode_words(piece, vocab, n - pos)
         out[pos: pos + len(enc)] = enc
         pos += len(enc)
     return EncodedCorpus(vocab, ids[:pos], counts)
