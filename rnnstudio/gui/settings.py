@@ -31,7 +31,7 @@ def load_settings(path: Path | None = None) -> tuple[dict, str | None]:
         message = f"ignored the settings file: {exc}; the defaults are used"
         warnings.warn(message, stacklevel=2)
         return {}, message
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON; RecursionError: [[[[...
         message = f"ignored the corrupt settings file {path} ({exc}); the defaults are used and it is rewritten on exit"
         warnings.warn(message, stacklevel=2)
         return {}, message

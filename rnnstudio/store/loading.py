@@ -46,6 +46,23 @@ def _cell_class(host, mcfg: ModelConfig, name: str):
         raise RNNStudioError(f"model {name!r} needs a cell plugin that is not loaded: {exc}") from None
 
 
+def _cell_options(cell_cls, mcfg: ModelConfig, name: str) -> dict:
+    try:
+        return cell_cls.resolve_options(mcfg.cell_options)
+    except RNNStudioError as exc:
+        raise RNNStudioError(f"model {name!r}: config.json field model.cell_options: {exc}") from None
+
+
+def _build(mcfg: ModelConfig, cell_cls, name: str) -> RNNLanguageModel:
+    try:
+        return RNNLanguageModel(mcfg, cell_cls)
+    except RNNStudioError:
+        raise
+    except Exception as exc:  # the sizes matched the file, so the cell plugin itself failed
+        raise RNNStudioError(f"the cell plugin could not build model {name!r} ({type(exc).__name__}: {exc})",
+                             source=f"cell {mcfg.cell!r}") from None
+
+
 def _meta_model(mcfg: ModelConfig, cell_cls) -> RNNLanguageModel | None:
     """The model built on the meta device (no memory), to read the shapes it expects; None if the cell can't."""
     try:
@@ -115,8 +132,9 @@ def load_model(name_or_path, *, host=None, device: str | torch.device = "cpu", w
     vocab = read_vocab(path, config["model"]["vocab_size"])
     mcfg = ModelConfig.from_json(config["model"])
     cell_cls = _cell_class(host, mcfg, path.name)
+    _cell_options(cell_cls, mcfg, path.name)  # checked, as training checks them
     check_weights_match(shapes(read_header(path / which, path.name)), mcfg, cell_cls, path.name, which)
-    model = RNNLanguageModel(mcfg, cell_cls)
+    model = _build(mcfg, cell_cls, path.name)
     tensors, _ = read_tensors(path / which, path.name)
     try:
         model.load_state_dict(tensors, strict=True)
@@ -138,7 +156,9 @@ def check_resume(path: Path, config: dict, host) -> None:
     mcfg = ModelConfig.from_json(model_cfg)
     header = read_header(path / STATE, name)
     _train_meta(header, name)
-    meta = check_weights_match(shapes(header, "model."), mcfg, _cell_class(host, mcfg, name), name, STATE)
+    cell_cls = _cell_class(host, mcfg, name)
+    _cell_options(cell_cls, mcfg, name)
+    meta = check_weights_match(shapes(header, "model."), mcfg, cell_cls, name, STATE)
     hidden = shapes(header, "hidden.")
     if meta is None or not hidden:
         return
