@@ -27,6 +27,11 @@ class PythonDocsCorpus(Corpus):
     def describe_source(self) -> str:
         return "pydoc_data.topics"
 
+    def fingerprint(self):
+        import pydoc_data.topics
+
+        return rnnstudio.files_fingerprint([pydoc_data.topics.__file__])
+
 
 class TextFileCorpus(Corpus):
     name = "text-file"
@@ -71,6 +76,9 @@ class TextFileCorpus(Corpus):
 
     def describe_source(self) -> str:
         return str(self.path)
+
+    def fingerprint(self):
+        return rnnstudio.files_fingerprint(self.files)
 
 
 TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
@@ -140,6 +148,10 @@ class TimeMachineCorpus(Corpus):
 
     def describe_source(self) -> str:
         return self.options["path"] or self.options["url"]
+
+    def fingerprint(self):
+        path = Path(self.options["path"]) if self.options["path"] else self.cache_file()
+        return rnnstudio.files_fingerprint([path]) if path.is_file() else None  # not downloaded yet: no cache
 
 
 def _sha1(data: bytes) -> str:

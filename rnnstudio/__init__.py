@@ -27,6 +27,7 @@ _EXPORTS = {
     "read_text_chunks": "textfiles",
     "read_text_file": "textfiles",
     "text_files": "textfiles",
+    "files_fingerprint": "corpus_cache",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -54,6 +54,12 @@ class Corpus(Component):
         """A short human description of where the text comes from (for previews and model lists)."""
         return self.name
 
+    def fingerprint(self):
+        """JSON-able data that changes whenever the text does, found without reading the text (for files:
+        ``rnnstudio.files_fingerprint(paths)``). With one, the encoded corpus is cached and later runs skip
+        tokenizing; None (the default) encodes the text afresh every run."""
+        return None
+
 
 class Cell(nn.Module, Component):
     """A recurrent layer stack mapping inputs ``(T, B, E)`` and a state to outputs ``(T, B, H)`` and a new state.

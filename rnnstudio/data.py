@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from .vocab import TOKENIZERS, UNK, Vocab, tokenize  # noqa: F401  (re-exported:
 PREPROCESSINGS = ("raw", "d2l")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
 _MAX_PIECE = 1 << 22  # re-chunked pieces stay near 4 MB, so no step holds the whole text twice
+_BLOCK = 1 << 18  # characters encoded at once: 256k of them need ~3 MB of temporaries
 
 
 # -- preprocessing and tokenization --------------------------------------------------------
@@ -89,7 +91,7 @@ class _CharEncoder:
         self.table = np.zeros(256, dtype=np.uint8)  # code point -> provisional id + 1 (0: not seen yet)
         self.code_points: list[int] = []  # provisional id -> code point
         self.counts = np.zeros(256, dtype=np.int64)
-        self.parts: list[np.ndarray] = []
+        self.kept_ids = _Slabs()
         self.kept = 0
 
     def _learn(self, cps: np.ndarray) -> None:
@@ -111,8 +113,10 @@ class _CharEncoder:
             self.counts = np.concatenate([self.counts, np.zeros(total, dtype=np.int64)])
 
     def add(self, piece: str) -> None:
-        if not piece:
-            return
+        for start in range(0, len(piece), _BLOCK):  # blocks keep the temporaries (code points, indices) small
+            self._add_block(piece[start: start + _BLOCK])
+
+    def _add_block(self, piece: str) -> None:
         cps = _code_points(piece)
         ids = np.take(self.table, cps, mode="clip")  # code points past the table's end are unseen too
         if len(cps) and (int(cps.max()) >= len(self.table) or not ids.all()):
@@ -124,7 +128,7 @@ class _CharEncoder:
         self.counts[: len(here) - 1] += here[1:]
         if not self.limit or self.kept < self.limit:
             keep = ids if not self.limit else ids[: self.limit - self.kept]
-            self.parts.append(keep)
+            self.kept_ids.append(keep)
             self.kept += len(keep)
 
     def counter(self) -> Counter:
@@ -137,11 +141,45 @@ class _CharEncoder:
             remap[i + 1] = vocab[chr(cp)]
         ids = torch.empty(self.kept, dtype=compact_dtype(len(vocab)))
         out, pos = ids.numpy(), 0
-        while self.parts:
-            part = self.parts.pop(0)  # each part is freed once copied, so the peak stays near one copy
-            np.take(remap, part, out=out[pos: pos + len(part)])
-            pos += len(part)
+        def copy(part: np.ndarray) -> None:
+            nonlocal pos
+            for start in range(0, len(part), _BLOCK):  # np.take makes an int64 copy of its indices
+                block = part[start: start + _BLOCK]
+                np.take(remap, block, out=out[pos: pos + len(block)])
+                pos += len(block)
+
+        self.kept_ids.drain(copy)
         return ids
+
+
+class _Slabs:
+    """A growing array of ids kept in 1M-element slabs of anonymous memory. Draining unmaps each slab as soon
+    as it is copied (freed malloc memory often stays with the process), so copying the provisional ids into
+    the final tensor never holds both in full: about one byte of memory per character, not two."""
+
+    SIZE = 1 << 20
+
+    def __init__(self):
+        self._slabs: list[list] = []  # [memory, array, filled]
+
+    def append(self, ids: np.ndarray) -> None:
+        while len(ids):
+            if not self._slabs or self._slabs[-1][1].dtype != ids.dtype or self._slabs[-1][2] == self.SIZE:
+                memory = mmap.mmap(-1, self.SIZE * ids.dtype.itemsize)
+                self._slabs.append([memory, np.frombuffer(memory, dtype=ids.dtype), 0])
+            slab = self._slabs[-1]
+            n = min(len(ids), self.SIZE - slab[2])
+            slab[1][slab[2]: slab[2] + n] = ids[:n]
+            slab[2] += n
+            ids = ids[n:]
+
+    def drain(self, use) -> None:
+        """Call ``use(ids)`` on each slab's ids in order, releasing each slab right after."""
+        while self._slabs:
+            memory, array, filled = self._slabs.pop(0)
+            use(array[:filled])
+            del array
+            memory.close()
 
 
 def _code_points(piece: str) -> np.ndarray:

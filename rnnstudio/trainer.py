@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .data import BatchPlan, EncodedCorpus, Vocab, encode_stream, train_val_split
+from .corpus_cache import encode_corpus
+from .data import BatchPlan, EncodedCorpus, Vocab, train_val_split
 from .devices import resolve_device
 from .errors import RNNStudioError
 from .plugins import describe_failure
@@ -103,8 +104,8 @@ def _load_corpus(host, config: TrainConfig, vocab: Vocab | None) -> tuple[Encode
     try:
         corpus = corpus_cls(**config.corpus_options)
         preprocess = config.preprocess or corpus_cls.default_preprocess
-        encoded = encode_stream(corpus.iter_text, tokenizer=config.tokens, preprocess=preprocess,
-                                min_freq=config.min_freq, max_tokens=config.max_tokens, vocab=vocab)
+        encoded = encode_corpus(corpus, tokenizer=config.tokens, preprocess=preprocess, min_freq=config.min_freq,
+                                max_tokens=config.max_tokens, vocab=vocab, warn=warn)  # cached: see corpus_cache
     except RNNStudioError as exc:
         raise RNNStudioError(str(exc), source=exc.source or source) from None
     except MemoryError:
@@ -211,7 +212,8 @@ class Trainer:
         cell_cls.resolve_options(cfg.cell_options)  # option errors before any work
 
         vocab = ckpt.read_vocab(ckpt.model_path(cfg.name)) if saved else None
-        encoded, corpus = _load_corpus(self.host, cfg, vocab)
+        load_warnings: list[str] = []
+        encoded, corpus = _load_corpus(self.host, cfg, vocab, load_warnings.append)
         vocab = encoded.vocab
         self.vocab = vocab
         if len(vocab) <= 2 and not saved:
@@ -297,6 +299,8 @@ class Trainer:
                 writer = ckpt.ModelWriter.create(self.name, config_json, vocab, resume=bool(saved))
             yield Started(self.name, str(device), len(vocab), len(train_ids), len(val_ids), steps_per_epoch,
                           total, count_parameters(model), step, epoch, str(writer.path) if writer else "")
+            for message in load_warnings:
+                yield Warned(step, message)
             yield from self._guarded(self._loop(model, opt, vocab, train_ids, val_ids, metric_classes, writer,
                                                 device, step, epoch, batch_start, hidden, best_val, total,
                                                 steps_per_epoch, sample_prefix))
