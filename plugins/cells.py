@@ -45,14 +45,12 @@ class _ScratchCell(Cell):
                 getattr(self, f"W_h{g}").append(nn.Parameter(torch.randn(hidden_size, hidden_size) * std))
                 getattr(self, f"b_{g}").append(nn.Parameter(torch.zeros(hidden_size)))
         self.drop = nn.Dropout(dropout)
-        self._weight_cache = {}  # kind -> (key, weights): stacked weights reused while the parameters are unchanged
+        self._step_cache = None  # (state it returned, weights key, weights): see _step_weights
         self._key_params = None  # the parameters that key is made of
 
     def stacked(self, layer: int):
         """A layer's gate weights side by side, as ``forward``'s time loop takes them: W_x (E, G*H),
-        W_h (H, G*H), b (G*H,). Without autograd they come from a cache (no 3 MB copy per call)."""
-        if not torch.is_grad_enabled():
-            return self._cached("stacked", lambda: [self._loop_layout(k) for k in range(self.num_layers)])[layer]
+        W_h (H, G*H), b (G*H,). Built per call: one copy per sequence, small next to the time loop."""
         return self._loop_layout(layer)
 
     def _loop_layout(self, layer: int):
@@ -70,27 +68,31 @@ class _ScratchCell(Cell):
 
     def step(self, x, state):  # (N, E), state -> top layer's (N, H), new state
         """One time step for generation, on torch's fused one-step kernels (same formulas as ``forward``)."""
-        return _step_layers(self._step_fn, self._step_weights(), x, state, self._step_dropout())
+        weights = self._step_weights(state)
+        h, new_state = _step_layers(self._step_fn, weights, x, state, self._step_dropout())
+        if self._step_cache is not None and self._step_cache[2] is weights:
+            self._step_cache = (new_state, *self._step_cache[1:])  # the next token may reuse them
+        return h, new_state
 
     def _step_dropout(self):
         return self.drop if self.training and self.dropout > 0 else None
 
-    def _step_weights(self) -> list:
-        """w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh per layer, flat, in torch's layout. Without autograd they
-        are cached, keyed on every parameter's storage and version, so they are rebuilt only after the weights change."""
+    def _step_weights(self, state) -> list:
+        """w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh per layer, flat, in torch's layout (a ~3 MB copy, which
+        costs more than a step). Without autograd they are reused only while a generation feeds back the
+        state the previous step returned and no parameter changed storage or version. No cheap key sees a
+        change made through ``param.data`` or a replaced parameter, so a reuse never outlives one stream of
+        tokens: any other call rebuilds them."""
         build = lambda: [w for layer in range(self.num_layers) for w in self._torch_layout(layer)]  # noqa: E731
         if torch.is_grad_enabled():
+            self._step_cache = None
             return build()
-        return self._cached("step", build)
-
-    def _cached(self, kind: str, build):
-        """``build()``'s result, rebuilt only after a parameter changed (only used without autograd)."""
         key = self._weights_key()
-        hit = self._weight_cache.get(kind)
-        if hit is None or hit[0] != key:
+        hit = self._step_cache
+        if hit is None or hit[0] is not state or hit[1] != key:
             with torch.inference_mode(False), torch.no_grad():  # normal tensors, even when built during generation
-                hit = self._weight_cache[kind] = (key, build())
-        return hit[1]
+                hit = self._step_cache = (None, key, build())
+        return hit[2]
 
     def _weights_key(self) -> list[tuple[int, int]]:
         # A parameter's storage moves with .to() and its version counts in-place updates (optimizer steps,
