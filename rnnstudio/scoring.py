@@ -33,7 +33,7 @@ BURN_IN = 64  # tokens each later stream reads before its span; measured error a
 BURN_IN_TOLERANCE = 1e-4  # documented bound on |multi-stream perplexity / exact - 1|; measured <= 1e-8 at K = 64
 MIN_SPAN = 8  # a stream's span is at least MIN_SPAN burn-ins long, so burn-in costs at most 1/8 extra work
 SEQ_LEN = 256  # time steps per forward call; the state is carried from call to call
-LOGITS_BUDGET = 1 << 22  # logits elements per forward call (16 MB of float32); large vocabularies use fewer steps
+ACTIVATION_BUDGET = 1 << 22  # logits + gate elements per forward call (16 MB of float32): big models take fewer steps
 TOP_K = 5  # predictions kept per token for explanations
 
 
@@ -106,8 +106,10 @@ def plan_streams(predictions: int, streams: int = STREAMS, burn_in: int = BURN_I
 
 
 def _chunk_steps(model, rows: int, seq_len: int) -> int:
-    vocab = model.head.out_features if hasattr(model, "head") else 1
-    return max(1, min(seq_len, LOGITS_BUDGET // max(rows * vocab, 1)))
+    """Time steps per forward call: the logits and the cell's gate activations, (T, B, V + 4 H), within budget."""
+    config = getattr(model, "config", None)
+    per_step = getattr(config, "vocab_size", 1) + 4 * getattr(config, "hidden_size", 0) * getattr(config, "num_layers", 1)
+    return max(1, min(seq_len, ACTIVATION_BUDGET // max(rows * per_step, 1)))
 
 
 @torch.no_grad()
