@@ -40,10 +40,12 @@ def _pieces(chunks: Iterable[str], tokenizer: str, preprocess: str) -> Iterator[
         text = carry + chunk
         if need_lines:
             cut = text.rfind("\n") + 1
-            if cut == 0 and len(text) > _MAX_PIECE:  # a giant line: cut at whitespace instead
-                cut = max(text.rfind(" "), 0) + 1
+            if cut == 0 and len(text) > _MAX_PIECE:  # a giant line: cut at whitespace, else anywhere
+                cut = text.rfind(" ") + 1 or len(text)
         elif need_words:
             cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
+            if cut == 0 and len(text) > _MAX_PIECE:  # a giant "word" would otherwise grow without bound
+                cut = len(text)
         else:
             cut = len(text)
         if cut == 0:
