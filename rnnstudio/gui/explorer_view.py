@@ -60,16 +60,22 @@ class ExplorerView(QWidget):
         self.html_button.clicked.connect(lambda: self.export_html())
         for b in (self.png_button, self.html_button):
             b.setEnabled(False)
-        top = QHBoxLayout()
-        for w in (QLabel("Model"), self.model, self.open_button, self.run_button, QLabel("  state"), self.layer,
-                  QLabel("unit"), self.unit, self.png_button, self.html_button):
+        top, second = QHBoxLayout(), QHBoxLayout()  # two rows, so the window can be narrow
+        for w in (QLabel("Model"), self.model, self.open_button, self.run_button):
             top.addWidget(w)
         top.addStretch(1)
+        for w in (QLabel("state"), self.layer, QLabel("unit"), self.unit):
+            second.addWidget(w)
+        second.addStretch(1)
+        for w in (self.png_button, self.html_button):
+            second.addWidget(w)
 
         self.input = QPlainTextEdit(SAMPLE_TEXT)
         self.input.setPlaceholderText("Paste text here, or open a file")
         self.input.setMaximumHeight(90)
         self.text_view = TokenView()
+        self.text_view.setPlaceholderText("Pick a model and press Run: the text below is coloured by one hidden unit's "
+                                          "activation, and the table ranks the units that track a feature of the text.")
         self.caption = QLabel("", objectName="hint")
         self.caption.setWordWrap(True)
         self.table = QTableWidget(0, 4)
@@ -97,6 +103,7 @@ class ExplorerView(QWidget):
         split.setSizes([900, 380])
         col = QVBoxLayout(self)
         col.addLayout(top)
+        col.addLayout(second)
         col.addWidget(self.input)
         col.addWidget(split, 1)
         self.refresh_models()

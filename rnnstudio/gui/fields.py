@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QWidget
+from PySide6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QWidget
 
 
 def spin(value: int, lo: int, hi: int, tip: str = "") -> QSpinBox:
     w = QSpinBox()
+    w.setCorrectionMode(QAbstractSpinBox.CorrectToNearestValue)  # 0 typed in a 1.. box becomes 1, not the old value
     w.setRange(lo, hi)
     w.setValue(value)
     w.setToolTip(tip)
@@ -17,6 +18,7 @@ def spin(value: int, lo: int, hi: int, tip: str = "") -> QSpinBox:
 
 def dspin(value: float, lo: float, hi: float, step: float, decimals: int = 2, tip: str = "") -> QDoubleSpinBox:
     w = QDoubleSpinBox()
+    w.setCorrectionMode(QAbstractSpinBox.CorrectToNearestValue)
     w.setRange(lo, hi)
     w.setDecimals(decimals)
     w.setSingleStep(step)

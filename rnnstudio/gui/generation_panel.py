@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut, QTextCursor
+import os
+import time
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QKeySequence, QShortcut, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPlainTextEdit, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from ..errors import RNNStudioError
 from ..fileio import atomic_write_text
-from ..sampling import SamplingConfig
+from ..sampling import SamplingConfig, unescape
+from ..settings import render_error
 from . import fields as F
 from .dialogs import show_error
-from .workers import Job, GenerationWorker
+from .widgets import ElidedLabel
+from .workers import GenerationWorker, Job
+
+
+def prefix_format() -> QTextCharFormat:
+    """How the prefix is set apart from what the model wrote."""
+    fmt = QTextCharFormat()
+    fmt.setBackground(QColor("#dde6fa"))
+    fmt.setFontWeight(QFont.Bold)
+    return fmt
 
 
 class GenerationPanel(QWidget):
@@ -31,7 +44,10 @@ class GenerationPanel(QWidget):
 
         d = SamplingConfig()
         self.model_combo = QComboBox()
-        self.model_combo.setMinimumContentsLength(24)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(16)  # a long name is elided in the box, whole in the list
+        self.model_combo.currentIndexChanged.connect(
+            lambda _i: self.model_combo.setToolTip(self.model_combo.currentText()))
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh_models)
         model_row = QHBoxLayout()
@@ -47,6 +63,8 @@ class GenerationPanel(QWidget):
             "use_seed": QCheckBox("fixed seed"),
             "seed": F.spin(0, 0, 2_000_000_000, "the same seed gives the same text"),
             "samples": F.spin(1, 1, 64, "continuations generated side by side"),
+            "stop_at": F.line("", "e.g. \\n or a full stop", "stop a sample when its text ends with this "
+                              "(\\n, \\t: a newline, a tab); empty: generate the full length"),
         }
         seed_row = QHBoxLayout()
         seed_row.addWidget(f["use_seed"])
@@ -59,6 +77,7 @@ class GenerationPanel(QWidget):
             form.addRow(label, f[key])
         form.addRow("seed", seed_row)
         form.addRow("samples", f["samples"])
+        form.addRow("stop at", f["stop_at"])
         hint = QLabel("Ctrl+Enter generates.", objectName="hint")
         form.addRow(hint)
         f["mode"].currentIndexChanged.connect(self._mode_changed)
@@ -82,17 +101,22 @@ class GenerationPanel(QWidget):
         for b in (self.copy_button, self.save_button):
             buttons.addWidget(b)
         self.output = QPlainTextEdit(readOnly=True, objectName="output")
-        self.output.setPlaceholderText("Generated text appears here as it is produced.")
+        self.output.setPlaceholderText("Generated text appears here as it is produced; the prefix is highlighted.")
+        self.rate_label = ElidedLabel("", objectName="hint")
+        self.note_label = ElidedLabel("", objectName="warning")
+        self.note_label.hide()
         right = QWidget()
         rcol = QVBoxLayout(right)
         rcol.addLayout(buttons)
+        rcol.addWidget(self.note_label)
         rcol.addWidget(self.output, 1)
+        rcol.addWidget(self.rate_label)
 
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(right)
         split.setStretchFactor(1, 1)
-        split.setSizes([380, 820])
+        split.setSizes([420, 780])
         QVBoxLayout(self).addWidget(split)
 
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
@@ -114,6 +138,12 @@ class GenerationPanel(QWidget):
         for name in names:
             if name != self.training_model:
                 self.model_combo.addItem(name, name)
+        for i in range(self.model_combo.count()):
+            self.model_combo.setItemData(i, self.model_combo.itemText(i), Qt.ToolTipRole)
+        metrics = self.model_combo.view().fontMetrics()
+        widest = max((metrics.horizontalAdvance(self.model_combo.itemText(i)) for i in range(self.model_combo.count())),
+                     default=0)
+        self.model_combo.view().setMinimumWidth(widest + 40)  # the list shows whole names
         if not self.model_combo.count():
             self.model_combo.addItem("no saved models yet: train one first", None)
         self.select_model(current)
@@ -123,6 +153,7 @@ class GenerationPanel(QWidget):
         index = self.model_combo.findData(name) if name else -1
         if index >= 0:
             self.model_combo.setCurrentIndex(index)
+        self.model_combo.setToolTip(self.model_combo.currentText())
 
     def set_training_model(self, name: str | None) -> None:
         self.training_model = name or None
@@ -138,7 +169,7 @@ class GenerationPanel(QWidget):
         f = {k: F.get_value(w) for k, w in self.fields.items()}
         cfg = SamplingConfig(length=f["length"], greedy=f["mode"] == "greedy", temperature=f["temperature"],
                              top_k=f["top_k"], top_p=f["top_p"], seed=f["seed"] if f["use_seed"] else None,
-                             num_samples=f["samples"])
+                             num_samples=f["samples"], stop_at=unescape(f["stop_at"]) or None)
         try:
             cfg.validate()
         except RNNStudioError as exc:
@@ -184,10 +215,15 @@ class GenerationPanel(QWidget):
         prefix = self.fields["prefix"].text() or None
         self._error = None
         self.texts = []
+        self.prefix = None
+        self._stopped = False
+        self._started_at = time.monotonic()
         self.output.clear()
+        self.note_label.hide()
+        self.rate_label.setText("")
         worker = GenerationWorker(name, prefix, cfg, "cpu", self.host)
         worker.progressed.connect(self._on_progress)
-        worker.warned.connect(lambda message: self.status.emit(f"warning: {message}"))
+        worker.warned.connect(self._on_warned)
         worker.failed.connect(self._on_failed)
         worker.ended.connect(self._on_ended)
         self.job = Job(worker).start()
@@ -198,6 +234,7 @@ class GenerationPanel(QWidget):
 
     def stop(self) -> None:
         if self.job is not None:
+            self._stopped = True
             self.job.stop()
 
     def stop_and_join(self, timeout_s: float | None = None) -> bool:
@@ -214,17 +251,43 @@ class GenerationPanel(QWidget):
             return self.texts[0] if self.texts else ""
         return "\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(self.texts))
 
+    def _on_warned(self, message: str) -> None:
+        """A warning (e.g. prefix tokens the model never saw) stays above the output until the next run."""
+        self.note_label.setText(f"warning: {message}")
+        self.note_label.show()
+        self.status.emit(f"warning: {message}")
+
     def _on_progress(self, texts) -> None:
+        if self.prefix is None:  # the first update is the prefix alone
+            self.prefix = texts[0] if texts else ""
         if len(texts) == 1 and len(self.texts) == 1 and texts[0].startswith(self.texts[0]):
             added = texts[0][len(self.texts[0]):]  # one sample: append only what is new
             cursor = self.output.textCursor()
             cursor.movePosition(QTextCursor.End)
-            cursor.insertText(added)
+            cursor.insertText(added, QTextCharFormat())
             self.texts = texts
         else:
             self.texts = texts
-            self.output.setPlainText(self.output_text())
+            self._render()
         self.output.moveCursor(QTextCursor.End)
+        tokens = self.generated_tokens()
+        seconds = time.monotonic() - self._started_at
+        self.rate_label.setText(f"{tokens:,} tokens · {tokens / seconds:,.0f} tokens/s" if seconds > 0 else "")
+
+    def generated_tokens(self) -> int:
+        return self.job.worker.steps if self.job is not None else getattr(self, "_tokens", 0)
+
+    def _render(self) -> None:
+        """All samples, each with its prefix highlighted."""
+        self.output.clear()
+        cursor = self.output.textCursor()
+        plain, marked = QTextCharFormat(), prefix_format()
+        for i, text in enumerate(self.texts):
+            if len(self.texts) > 1:
+                cursor.insertText(("\n\n" if i else "") + f"--- sample {i + 1} ---\n", plain)
+            head = self.prefix if self.prefix and text.startswith(self.prefix) else ""
+            cursor.insertText(head, marked)
+            cursor.insertText(text[len(head):], plain)
 
     def _on_failed(self, exc) -> None:
         self._error = exc
@@ -236,12 +299,19 @@ class GenerationPanel(QWidget):
         job.thread.wait()
         self.generate_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self._tokens = job.worker.steps
+        seconds = job.worker.seconds or (time.monotonic() - self._started_at)
+        rate = f"{self._tokens / seconds:,.0f} tokens/s" if seconds > 0 else "-"
         if self._error is not None:
             error, self._error = self._error, None
-            self.status.emit(f"generation failed: {error}")
+            self.status.emit(f"generation failed: {render_error(error, 'gui')}")
             show_error(self, error)
         else:
-            self.status.emit(f"generated {sum(len(t) for t in self.texts):,} characters")
+            done = "stopped after" if self._stopped else "generated"
+            samples = f" in each of {len(self.texts)} samples" if len(self.texts) > 1 else ""
+            text = f"{done} {self._tokens:,} tokens{samples} ({rate})"
+            self.rate_label.setText(text)
+            self.status.emit(text)
 
     def copy_output(self) -> None:
         QGuiApplication.clipboard().setText(self.output_text())
@@ -255,6 +325,9 @@ class GenerationPanel(QWidget):
             return
         try:
             atomic_write_text(path, self.output_text() + "\n")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(path, 0o666 & ~umask)  # a text file for the user: the usual mode, not a temp file's 0600
         except OSError as exc:
             show_error(self, RNNStudioError(f"could not save to {path} ({exc.strerror or exc})", source="generation"))
             return

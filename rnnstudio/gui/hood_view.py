@@ -85,6 +85,8 @@ class HoodView(QWidget):
         self.compute_button.setEnabled(bool(names))
         if not names:
             self.shapes.setText("No saved RNN model yet: train one with the cell rnn-scratch or rnn.")
+        elif self.result is None:
+            self.shapes.setText("Pick a model, a text and a step t, then press Compute H_t.")
 
     def select_model(self, name: str) -> None:
         self.model.setCurrentText(name)

@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         self.models.open_requested.connect(self.open_in_generation)
         self.models.resume_requested.connect(self.resume_training)
         self.models.renamed.connect(self.training.model_renamed)
+        self.tabs.currentChanged.connect(lambda _i: self.statusBar().clearMessage())  # one tab's news, not another's
 
         self.resize(1280, 820)
         self.settings_warning = None

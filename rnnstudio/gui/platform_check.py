@@ -48,8 +48,9 @@ def loadable(soname: str) -> bool:
     return True
 
 
-def missing_xcb_libraries(load=loadable) -> list[tuple[str, str, str]]:
-    """The (soname, Debian package, Fedora package) rows whose library cannot be loaded."""
+def missing_xcb_libraries(load=None) -> list[tuple[str, str, str]]:
+    """The (soname, Debian package, Fedora package) rows whose library cannot be loaded (``load``: a test's stand-in)."""
+    load = load or loadable
     return [row for row in XCB_LIBRARIES if not load(row[0])]
 
 
@@ -63,7 +64,7 @@ def missing_message(missing) -> str:
             f"or run the app on Wayland, or use the CLI (`rnnstudio train --help`)")
 
 
-def platform_problem(environ=None, platform: str | None = None, load=loadable) -> str | None:
+def platform_problem(environ=None, platform: str | None = None, load=None) -> str | None:
     """The one line to print instead of letting Qt abort, or None when the app can start."""
     if not uses_xcb(environ, platform):
         return None

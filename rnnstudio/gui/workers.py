@@ -141,6 +141,8 @@ class GenerationWorker(Worker):
     def __init__(self, model_name: str, prefix: str | None, sampling, device: str = "cpu", host=None):
         super().__init__()
         self.model_name, self.prefix, self.sampling, self.device, self.host = model_name, prefix, sampling, device, host
+        self.steps = 0  # tokens generated per sample so far (read by the GUI thread for tokens/s)
+        self.seconds = 0.0  # time spent generating, without loading the model
 
     def work(self) -> None:
         from ..checkpoint import load_model
@@ -152,6 +154,7 @@ class GenerationWorker(Worker):
         prefix = self.prefix or loaded.config.get("data", {}).get("sample_prefix", "The ")
         texts = [prefix] * self.sampling.num_samples
         self.progressed.emit(list(texts))
+        start = time.monotonic()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pieces_iter = stream(loaded.model, loaded.vocab, prefix, self.sampling)
@@ -161,14 +164,17 @@ class GenerationWorker(Worker):
         last_emit = time.monotonic()
         if first is not None:
             texts = [t + p for t, p in zip(texts, first)]
+            self.steps = 1
             for pieces in pieces_iter:
                 if self.stop_event.is_set():
                     break
                 texts = [t + p for t, p in zip(texts, pieces)]
+                self.steps += 1
                 now = time.monotonic()
                 if now - last_emit >= UPDATE_INTERVAL:
                     self.progressed.emit(list(texts))
                     last_emit = now
+        self.seconds = time.monotonic() - start
         self.progressed.emit(list(texts))
         self.finished.emit(list(texts))
 

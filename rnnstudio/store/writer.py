@@ -82,10 +82,10 @@ class ModelWriter:
         path = model_path(name)
         exists = path.exists()
         if exists and not resume:
-            raise RNNStudioError(
-                f"a model named {name!r} already exists at {path}; use --resume to continue it, "
-                f"or pick another --name"
-            )
+            from ..config import settings_error  # flags in the CLI, the form's labels in the GUI
+
+            raise settings_error("a model named {model!r} already exists at {path}; use {resume} to continue it, "
+                                 "or pick another {name}", model=name, path=path)
         _remove_leftovers(path)
         return cls(name, path, config, vocab, created=exists)
 
