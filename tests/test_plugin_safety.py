@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 GOOD = textwrap.dedent('''
     import rnnstudio
 
@@ -91,3 +93,14 @@ def test_a_plugin_that_exits_or_runs_argparse_at_import_is_contained(rnnstudio_h
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout.splitlines()[-1])
     assert summary["event"] == "summary" and summary["steps"] == 3 and summary["path"]
+
+
+def test_the_desktop_app_starts_with_a_plugin_that_exits_at_import(rnnstudio_home, qtbot):
+    pytest.importorskip("PySide6")
+    from rnnstudio.gui.app import create_window
+
+    (_plugins_folder(rnnstudio_home) / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+    window = create_window(restore=False)
+    qtbot.addWidget(window)
+    assert "quitter.py" in window.statusBar().currentMessage()  # "some plugins failed to load (...)"
+    assert "gru" in window.training.host.names("cell")  # the built-ins are all there
