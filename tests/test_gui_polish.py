@@ -354,9 +354,11 @@ def test_hidden_size_zero_becomes_the_nearest_valid_size_not_an_old_value(qtbot,
 def test_sample_preview_is_plain_text_not_a_repr(qtbot, window):
     from rnnstudio.events import Sampled
 
-    window.training._on_sampled(Sampled(10, "The cat\nsat  "))
+    window.training._on_sampled(Sampled(10, "The cat\nsat" + " " * 40))
     text = window.training.sample_label.text()
-    assert text == "sample at step 10: The cat↵sat  " and "'" not in text
+    assert text == "sample at step 10: The cat↵sat (then 40 blank characters)" and "'" not in text
+    window.training._on_sampled(Sampled(20, "The cat "))
+    assert window.training.sample_label.text() == "sample at step 20: The cat "
 
 
 def test_blank_pages_say_what_to_do(window):

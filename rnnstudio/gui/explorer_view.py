@@ -74,8 +74,7 @@ class ExplorerView(QWidget):
         self.input.setPlaceholderText("Paste text here, or open a file")
         self.input.setMaximumHeight(90)
         self.text_view = TokenView()
-        self.text_view.setPlaceholderText("Pick a model and press Run: the text below is coloured by one hidden unit's "
-                                          "activation, and the table ranks the units that track a feature of the text.")
+        self.text_view.setPlaceholderText("Pick a model and press Run: the text is coloured by a hidden unit.")
         self.caption = QLabel("", objectName="hint")
         self.caption.setWordWrap(True)
         self.table = QTableWidget(0, 4)

@@ -249,8 +249,8 @@ class InspectorView(QWidget):
         self.view_diff.hide()
         self.breakdown = QTextBrowser()
         self.breakdown.setOpenLinks(False)
-        self.view_a.setPlaceholderText("Pick a model, paste text below or open a file, and press Inspect: each token is "
-                                       "coloured by how surprised the model was by it (hover for its probability).")
+        self.view_a.setPlaceholderText("Pick a model and press Inspect: each token is coloured by how surprised "
+                                       "the model was.")
         sides = QSplitter(Qt.Horizontal)
         sides.addWidget(self.view_a)
         sides.addWidget(self.view_b)

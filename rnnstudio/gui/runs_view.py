@@ -205,6 +205,7 @@ class RunsView(QWidget):
             self.metric_choice.setCurrentText(default)
         self.metric_choice.blockSignals(False)
         self.redraw()
+        self.table.resizeColumnToContents(0)  # room for the tick box and the colour swatch
 
     def row_count(self) -> int:
         """Rows shown (after the filter)."""

@@ -1,6 +1,6 @@
 """Drive the real window offscreen and save a PNG of each panel: ``python -m rnnstudio.gui.screenshots OUT_DIR``.
 
-It trains a small model on the default corpus for about 100 steps, generates text with it, and
+It trains a small model on the default corpus for 1,500 steps, generates text with it, and
 grabs each page. To add a page, append ``("name.png", function)`` to ``SHOTS``; the function gets
 the ``MainWindow`` and brings it into the state to photograph (the whole window is grabbed after it).
 """
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 DEMO_MODEL = "screenshot-demo"
+TRAIN_STEPS = int(os.environ.get("RNNSTUDIO_SHOT_STEPS", "1500"))  # 100 steps gave gibberish samples
 
 
 def wait_until(predicate, timeout_s: float, what: str) -> None:
@@ -39,20 +40,20 @@ def settle(seconds: float = 0.3) -> None:
 
 
 def shot_training(window) -> None:
-    """Train ~100 steps of a small GRU on the default corpus, validating every 10 steps."""
+    """Train a GRU on the default corpus long enough for its samples to read as text (a few CPU minutes)."""
     from . import fields as F
 
     t = window.training
     window.show_page(t)
     t.set_corpus("python-docs")
     t.set_cell("gru")
-    for key, value in {"hidden_size": 64, "length_mode": "steps", "length": 100, "eval_every": 10,
-                       "sample_every": 25, "batch_size": 32, "seq_len": 35, "name": DEMO_MODEL, "device": "cpu",
+    for key, value in {"hidden_size": 128, "length_mode": "steps", "length": TRAIN_STEPS, "eval_every": 100,
+                       "sample_every": 250, "batch_size": 32, "seq_len": 35, "name": DEMO_MODEL, "device": "cpu",
                        "threads": 1}.items():  # one thread: fastest for a model this small
         F.set_value(t.fields[key], value)
     if not t.start():
         raise RuntimeError("training did not start; see the error dialog text above")
-    wait_until(lambda: not t.is_training(), 600, "training to finish")
+    wait_until(lambda: not t.is_training(), 1800, "training to finish")
     t.results.setCurrentWidget(t.charts_page)
     if t.charts.point_count("val") < 2:
         raise RuntimeError("the perplexity chart has fewer than two validation points")

@@ -35,6 +35,14 @@ RESUME_LOCKED = tuple(k for k in saved_settings() if k not in ("corpus", "cell",
                                                                "val_fraction"))
 
 
+def visible_sample(text: str) -> str:
+    """A sample on one line: newlines as ↵, and trailing blanks counted (they are invisible at a line's end)."""
+    body = text.rstrip()
+    tail = len(text) - len(body)
+    shown = body.replace("\n", "↵")
+    return shown + (f" (then {tail} blank characters)" if tail > 1 else text[len(body):].replace("\n", "↵"))
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -565,7 +573,7 @@ class TrainingPanel(QWidget):
         self._log(f"validation at step {ev.step}: {values}{' (best so far)' if ev.best else ''}")
 
     def _on_sampled(self, ev) -> None:
-        text = ev.text.replace("\n", "↵")
+        text = visible_sample(ev.text)
         self.sample_label.setText(f"sample at step {ev.step}: {text}")
         self.sample_label.show()
         self._log(f"sample at step {ev.step}: {text}")
