@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .errors import RNNStudioError
-from .inspector import tokenize_for_model
+from .scoring import tokenize_for_model
 
 MAX_TOKENS = 20_000  # stepping one token at a time is a Python loop: keep texts to a readable size
 OPENERS, CLOSERS = "([{", ")]}"
