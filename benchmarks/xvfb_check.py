@@ -75,8 +75,10 @@ def child(out_dir: Path) -> int:
     report["close_s"] = round(time.monotonic() - started, 3)
     report["closed_at"] = time.time()
     print("REPORT " + json.dumps(report), flush=True)
+    from rnnstudio.gui.app import leave_now
+
     app.quit()
-    return 0
+    return leave_now(0)  # what the app's main() does once its event loop ends
 
 
 def main() -> int:

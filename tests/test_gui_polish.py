@@ -436,3 +436,15 @@ def test_the_generate_model_picker_shows_long_names_whole(qtbot, window, tiny_co
     index = g.model_combo.findData(name)
     assert g.model_combo.itemData(index, Qt.ToolTipRole) == name and g.model_combo.toolTip() == name
     assert g.model_combo.view().minimumWidth() >= g.model_combo.view().fontMetrics().horizontalAdvance(name)
+
+
+def test_the_app_leaves_at_once_when_its_event_loop_ends(monkeypatch, capsys):
+    """Closing took seconds of object-by-object teardown after the window was gone; main() ends the process
+    right after the loop (settings saved and threads joined by then), with the loop's exit code."""
+    from rnnstudio.gui import app
+
+    exits = []
+    monkeypatch.setattr(app.os, "_exit", exits.append)
+    print("a line still in the buffer", end="")
+    app.leave_now(3)
+    assert exits == [3] and capsys.readouterr().out == "a line still in the buffer"

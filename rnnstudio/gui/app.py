@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from importlib import resources
@@ -89,7 +90,18 @@ def main(no_plugins: bool = False) -> int:
     tick = QTimer(interval=250)
     tick.timeout.connect(lambda: None)
     tick.start()
-    return app.exec()
+    code = app.exec()
+    return leave_now(code)
+
+
+def leave_now(code: int) -> int:
+    """End the process as soon as the event loop is done. By then the settings are saved and every
+    worker thread is joined; what is left is tearing down Qt, pyqtgraph and torch object by object,
+    which took 2-5 s after the window had closed (a window that seems to hang on close)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+    return code  # not reached
 
 
 if __name__ == "__main__":
