@@ -12,13 +12,18 @@ Each file is replaced atomically; a new folder appears only once it is complete.
 
 from __future__ import annotations
 
-from . import paths  # noqa: F401  (tests and the GUI reach the models folder through here)
-from .processes import process_alive  # noqa: F401
-from .store.catalogue import (ModelInfo, check_model_folder, delete_model, export_model, list_models,  # noqa: F401
-                              read_config, read_vocab_json, rename_model)
-from .store.format import (BEST, CONFIG, FORMAT_VERSION, STATE, VOCAB, WEIGHTS, check_name,  # noqa: F401
-                           model_path, read_header)
-from .store.loading import (LoadedModel, check_resume, load_model, load_train_state, read_tensors,  # noqa: F401
-                            read_vocab, restore_train_state)
-from .store.lock import ModelLock  # noqa: F401
-from .store.writer import ModelWriter, save_train_state, save_weights  # noqa: F401
+from . import paths
+from .processes import process_alive
+from .store.catalogue import (ModelInfo, check_model_folder, delete_model, export_model, list_models, read_config,
+                              read_vocab_json, rename_model)
+from .store.format import BEST, CONFIG, FORMAT_VERSION, STATE, VOCAB, WEIGHTS, check_name, model_path, read_header
+from .store.loading import (LoadedModel, check_resume, load_model, load_train_state, read_tensors, read_vocab,
+                            restore_train_state)
+from .store.lock import ModelLock
+from .store.writer import ModelWriter, save_train_state, save_weights
+
+__all__ = ["paths", "process_alive", "ModelInfo", "check_model_folder", "delete_model", "export_model",
+           "list_models", "read_config", "read_vocab_json", "rename_model", "BEST", "CONFIG", "FORMAT_VERSION",
+           "STATE", "VOCAB", "WEIGHTS", "check_name", "model_path", "read_header", "LoadedModel", "check_resume",
+           "load_model", "load_train_state", "read_tensors", "read_vocab", "restore_train_state", "ModelLock",
+           "ModelWriter", "save_train_state", "save_weights"]

@@ -9,7 +9,6 @@ import os
 import pathlib
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path

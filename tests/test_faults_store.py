@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import csv
 import errno
-import io
 import json
 import os
 import resource
 import shutil
-import signal
 import stat
 import subprocess
 import sys
