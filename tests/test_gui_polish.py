@@ -177,6 +177,7 @@ def test_empty_charts_hide_their_axes_and_log_scale_has_enough_ticks(qtbot):
     charts.add_train_points([(1, 2.5), (2, 2.2)])
     charts.refresh()
     assert item.getAxis("left").isVisible() and charts.ppl_hint.item not in item.items
+    assert item.legend is None and "validation" in charts.legend.text()  # the legend sits beside the plot, not on it
     axis = LogAxis("left")
     axis.setLogMode(False, True)
     ticks = axis.tickValues(math.log10(5), math.log10(30), 300)[0][1]
@@ -216,6 +217,8 @@ def test_resume_loads_the_saved_settings_into_the_form_and_locks_them(qtbot, win
     window.resume_training("saved")
     assert panel.cell_combo.currentData() == "gru" and panel.fields["hidden_size"].value() == 8
     assert panel.corpus_form.editors["path"].text() == str(tiny_corpus)
+    path_edit = panel.corpus_form.editors["path"].edit
+    assert path_edit.toolTip() == str(tiny_corpus) and path_edit.cursorPosition() == len(str(tiny_corpus))
     assert not panel.cell_combo.isEnabled() and not panel.fields["hidden_size"].isEnabled()
     assert not panel.corpus_form.isEnabled() and panel.fields["lr"].isEnabled()  # training settings stay open
     assert panel.resume_note.isVisibleTo(panel) and "saved" in panel.resume_note.text()

@@ -32,6 +32,13 @@ class PathEdit(QWidget):
         self.file_button.clicked.connect(self.choose_file)
         self.folder_button.clicked.connect(self.choose_folder)
         self.edit.editingFinished.connect(self.changed)
+        self.edit.textChanged.connect(self._show_whole)
+
+    def _show_whole(self, text: str) -> None:
+        """A long path is clipped in the narrow form: its tooltip has all of it, and the view shows its end."""
+        self.edit.setToolTip(text)
+        if not self.edit.hasFocus():
+            self.edit.setCursorPosition(len(text))
 
     def text(self) -> str:
         return self.edit.text()
