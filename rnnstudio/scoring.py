@@ -93,11 +93,15 @@ class StreamLayout:
         return (self.streams - 1) * self.burn_in / max(self.predictions, 1)
 
 
-def plan_streams(predictions: int, streams: int = STREAMS, burn_in: int = BURN_IN) -> StreamLayout:
-    """At most ``streams`` streams, fewer when the text is short (each span >= MIN_SPAN burn-ins)."""
+def plan_streams(predictions: int, streams: int = STREAMS, burn_in: int = BURN_IN, *,
+                 min_streams: int = 1) -> StreamLayout:
+    """At most ``streams`` streams, fewer when the text is short (each span >= MIN_SPAN burn-ins), but at least
+    ``min_streams`` (one per rank under torchrun) while the text has that many tokens."""
     n = predictions
     burn_in = max(int(burn_in), 0)
     b = 1 if streams <= 1 else min(int(streams), (n - burn_in) // max(MIN_SPAN * burn_in, 1))
+    if b < min_streams <= n:
+        b, burn_in = min_streams, min(burn_in, (n - min_streams) // min_streams)
     if b <= 1:
         return StreamLayout(n, 1, n, 0)
     span = -(-(n - burn_in) // b)  # ceil: stream 0 scores span + burn_in, the others span
@@ -128,7 +132,7 @@ def predictions(model, ids: torch.Tensor, *, streams: int = STREAMS, burn_in: in
     n = len(ids) - 1
     if n <= 0:
         return
-    layout = plan_streams(n, max(streams, world_size), burn_in)
+    layout = plan_streams(n, max(streams, world_size), burn_in, min_streams=world_size)
     share = -(-layout.streams // world_size)
     lo, hi = rank * share, min(layout.streams, (rank + 1) * share)
     if lo >= hi:
