@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from .errors import RNNStudioError
-from .scoring import (TOP_K, TokenizedText, explain_text, model_preprocess, tokenize_for_model,  # noqa: F401
-                      token_scores)
+from .scoring import TOP_K, explain_text
+from .scoring import TokenizedText, model_preprocess, tokenize_for_model  # noqa: F401  (re-exported for older imports)
 
 WORKED_TOKENS = 5  # tokens spelled out in the worked example
 

@@ -111,8 +111,8 @@ def plan_streams(predictions: int, streams: int = STREAMS, burn_in: int = BURN_I
 
 def _chunk_steps(model, rows: int, seq_len: int) -> int:
     """Time steps per forward call: the logits and the cell's gate activations, (T, B, V + 4 H), within budget."""
-    config = getattr(model, "config", None)
-    per_step = getattr(config, "vocab_size", 1) + 4 * getattr(config, "hidden_size", 0) * getattr(config, "num_layers", 1)
+    c = getattr(model, "config", None)
+    per_step = getattr(c, "vocab_size", 1) + 4 * getattr(c, "hidden_size", 0) * getattr(c, "num_layers", 1)
     return max(1, min(seq_len, ACTIVATION_BUDGET // max(rows * per_step, 1)))
 
 
@@ -280,7 +280,7 @@ class ExplainedRows:
                     for j, lp in zip(s.top_ids[i].tolist(), s.top_log_probs[i].tolist())],
         }
 
-    def __getitem__(self, index):
+    def __getitem__(self, index):  # an int or a slice
         if isinstance(index, slice):
             return [self.row(i) for i in range(*index.indices(len(self)))]
         if index < 0:
@@ -291,9 +291,6 @@ class ExplainedRows:
 
     def __iter__(self):
         return (self.row(i) for i in range(len(self)))
-
-    def __eq__(self, other):
-        return list(self) == list(other)
 
 
 def explain_text(loaded, text: str, *, host=None, top_k: int = TOP_K, exact: bool = False,

@@ -32,7 +32,8 @@ def check_text_encoding(encoding: str) -> codecs.CodecInfo:
 
 def _os_error(path, exc: OSError, what: str) -> RNNStudioError:
     if exc.errno == errno.ELOOP:
-        return RNNStudioError(f"{path}: a symbolic link loop (links that lead back to themselves); fix or remove the link")
+        return RNNStudioError(f"{path}: a symbolic link loop (links that lead back to themselves); "
+                              f"fix or remove the link")
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return RNNStudioError(f"{path}: no such {what}; check the path")
     if exc.errno == errno.EACCES or isinstance(exc, PermissionError):
