@@ -338,6 +338,8 @@ def cmd_score(args) -> int:
     from .devices import resolve_device
 
     host = _host(args)
+    if args.rows is not None and args.rows < 0:
+        raise RNNStudioError(f"--rows must be >= 0, got {args.rows}")
     corpus = host.corpus("text-file")(path=args.file, encoding=args.encoding, errors=args.errors)  # checks first
     loaded = load_model(args.model, host=host, device=resolve_device(args.device))
     if args.explain:
