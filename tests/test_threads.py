@@ -113,3 +113,13 @@ def test_more_threads_than_cores_is_a_one_line_error(tiny_corpus, count):
     assert proc.returncode == 2, err
     assert "\n" not in err and "Traceback" not in err, err
     assert "--threads" in err and f"{int(count):,}" in err and str(usable_cores()) in err, err
+
+
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_entry_point_sets_a_passive_wait_before_torch_loads(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given  # a user's own choice wins
+    code = "import os, sys, rnnstudio.cli; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
+    assert out.stdout.split() == [expected, "False"]
