@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -118,6 +119,14 @@ class DistributedTrainer(Trainer):
             if name in rank0:
                 out[name] = rank0[name]
         return out
+
+    def release(self) -> None:
+        """Drop DDP and the model before the group ends. DDP's reducer holds the process group; left to
+        the garbage collector, gloo's connection threads outlived destroy_process_group and a rank could
+        abort at interpreter exit ("terminate called without an active exception")."""
+        self.ddp = None
+        self.model = None
+        gc.collect()
 
     def describe_failure(self, exc, during):
         """A collective that failed because a peer is gone is a rank failure, whatever gloo calls it."""
@@ -322,6 +331,7 @@ def run_distributed(config: TrainConfig, host, consume) -> int:
     """
     owns_group = not dist.is_initialized()
     clean = False
+    trainer = None
     try:
         try:
             init_from_torchrun(config)
@@ -340,5 +350,7 @@ def run_distributed(config: TrainConfig, host, consume) -> int:
         write_error_file(f"rnnstudio: error: {exc}")
         raise exc from None
     finally:
+        if trainer is not None:
+            trainer.release()
         if owns_group:
             shutdown(clean=clean)

@@ -321,6 +321,8 @@ class Trainer:
             message, source = self.describe_failure(exc, during)
             note = self._save_after_failure() if self._save_after_failure else "no checkpoint was saved"
             raise RNNStudioError(f"{message}; training stopped, {note}", source=source) from None
+        finally:
+            self._save_after_failure = None  # it closes over the loop (and self): no cycle outlives the run
 
     def describe_failure(self, exc: BaseException, during: str) -> tuple[str, str | None]:
         """``(message, source)`` for an exception from the loop: the cell plugin's only if its code raised it."""
