@@ -98,7 +98,8 @@ def thread_tuner(config: TrainConfig, device: torch.device) -> ThreadTuner | Non
     return ThreadTuner(max_auto_threads())
 
 
-def _load_corpus(host, config: TrainConfig, vocab: Vocab | None) -> tuple[EncodedCorpus, Any]:
+def _load_corpus(host, config: TrainConfig, vocab: Vocab | None,
+                 warn=lambda message: None) -> tuple[EncodedCorpus, Any]:
     corpus_cls = host.corpus(config.corpus)
     source = f"corpus {config.corpus!r}"
     try:
