@@ -27,10 +27,10 @@ class TrainConfig:
     corpus_options: dict[str, Any] = setting(default_factory=dict, group="data", saved=True, flag="--corpus-opt",
                                              help="a corpus option; repeatable")
     tokens: str = setting("char", group="data", saved=True, choices=("char", "word"),  # d2l 8.5 is char-level
-                          help="what a token is")
+                          choice_labels=("characters", "words"), help="what a token is")
     preprocess: str | None = setting(None, group="data", saved=True, choices=("raw", "d2l"),
                                      # None: the corpus's own default (d2l for time-machine, raw otherwise)
-                                     help="d2l: lowercase, non-letters to spaces (default: the corpus's own)")
+                                     placeholder="corpus default", help="d2l: lowercase, non-letters to spaces (default: the corpus's own)")
     min_freq: int = setting(0, group="data", saved=True, min=0,  # d2l's Vocab drops rarer tokens
                             help="tokens seen fewer times become <unk>")
     max_tokens: int = setting(0, group="data", saved=True, min=0,  # d2l uses 10000
@@ -57,27 +57,27 @@ class TrainConfig:
                               help="streams trained side by side")
     seq_len: int = setting(35, group="training", min=1, max=1_000_000, label="sequence length",  # d2l's num_steps
                            help="steps of truncated backpropagation through time")
-    epochs: int = setting(0, group="training", min=0, exclusive="length",
+    epochs: int = setting(0, group="training", min=0, exclusive="length", widget="length",
                           help="stop after this many epochs (0: no epoch limit; 1 epoch if --max-steps is 0 too)")
-    max_steps: int = setting(0, group="training", min=0, exclusive="length", label="steps",
+    max_steps: int = setting(0, group="training", min=0, exclusive="length", label="steps", widget="length",
                              help="stop after this many optimizer steps in total (0: no step limit)")
     optimizer: str = setting("adam", group="training", choices=OPTIMIZERS,  # adam needs far fewer steps than sgd
                              help="sgd is d2l's")
     lr: float | None = setting(None, group="training", above=0, label="learning rate",
-                               help="learning rate (default: 1 for sgd, 0.005 for adam)")
+                               placeholder="default: adam 0.005, sgd 1", help="learning rate (default: 1 for sgd, 0.005 for adam)")
     clip: float = setting(1.0, group="training", min=0,  # d2l 8.5: rescale when the global norm is > 1
                           help="gradient clipping threshold θ (0: off)")
     partition: str = setting("sequential", group="training", choices=("sequential", "random"),
                              # d2l's sequential partitioning carries the state across batches
                              help="how the text is cut into batches")
     seed: int = setting(0, group="training", min=-SEED_MAX - 1, max=SEED_MAX, help="random seed")
-    device: str = setting("auto", group="training", help="auto, cpu, cuda, cuda:N or mps")
-    threads: int = setting(0, group="training", min=0, label="CPU threads",
+    device: str = setting("auto", group="device", widget="device", help="auto, cpu, cuda, cuda:N or mps")
+    threads: int = setting(0, group="device", min=0, label="CPU threads",
                            help="CPU threads (0: auto)")
     # bookkeeping
     name: str | None = setting(None, group="saving", label="model name",
-                               help="model name (default: corpus-cell-time)")
-    resume: bool = setting(False, group="saving", gui=False, label="continue this saved model",
+                               placeholder="automatic: corpus-cell-time", help="model name (default: corpus-cell-time)")
+    resume: bool = setting(False, group="saving", label="continue this saved model",
                            help="continue training the saved model --name")
     eval_every: int = setting(200, group="saving", min=0, label="validate every",
                               help="steps between validations (also at every epoch end and at the end; 0: only then)")
@@ -158,7 +158,7 @@ class SamplingConfig:
                                help="the same seed gives the same text (default: a random one)")
     num_samples: int = setting(1, group="generation", min=1, flag="--samples", label="samples",
                                help="continuations generated side by side, as one batch")
-    stop_at: str | None = setting(None, group="generation", label="stop at",
+    stop_at: str | None = setting(None, group="generation", label="stop at", placeholder="e.g. \\n or a full stop",
                                   help=r"stop a sample once its text ends with this, e.g. '\n\n'")
 
     def validate(self) -> None:

@@ -40,6 +40,8 @@ class Setting:
     widget: str | None = None  # None: derived from the type (spin, float, check, combo, text, options)
     exclusive: str | None = None  # settings sharing this name are mutually exclusive on the command line
     many: bool = False  # the command line takes one or more values (each one is a separate run)
+    choice_labels: tuple = ()  # the GUI's words for ``choices``, in the same order
+    placeholder: str = ""  # the GUI's grey text in an empty field (what an empty entry means)
 
 
 def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **meta: Any):

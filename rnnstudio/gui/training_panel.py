@@ -6,13 +6,14 @@ import shlex
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
                                QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from ..config import OPTIMIZERS, TrainConfig, saved_settings
+from ..config import TrainConfig, saved_settings, settings_error
 from ..errors import RNNStudioError
-from ..settings import info, render_error
+from ..settings import info, render_error, schema
 from . import fields as F
+from . import settings_form as SF
 from .dialogs import show_error
 from .param_form import ParamForm
 from .widgets import ElidedLabel, WheelGuard, guard_wheel
@@ -73,69 +74,54 @@ class TrainingPanel(QWidget):
         self._preview_timer = QTimer(self, singleShot=True, interval=400)
         self._preview_timer.timeout.connect(self.refresh_preview)
 
+        # Every setting's widget comes from the schema (config.py); only the plugin pickers, the device list and
+        # the "train for N epochs / steps" row are built here.
         d = TrainConfig(**GUI_DEFAULTS)
-        f = self.fields = {
-            # corpus
-            "tokens": F.combo([("characters", "char"), ("words", "word")], d.tokens, "character- or word-level model"),
-            "preprocess": F.combo([("corpus default", None), ("raw", "raw"), ("d2l", "d2l")], None,
-                                  "d2l: lowercase, each run of non-letters becomes one space (d2l 8.2)"),
-            "min_freq": F.spin(d.min_freq, 0, 1_000_000, "tokens seen fewer times become <unk>"),
-            "max_tokens": F.spin(d.max_tokens, 0, 2_000_000_000, "use only the first N tokens (0: all)"),
-            # model
-            "hidden_size": F.spin(d.hidden_size, 1, 16384, "hidden units per layer"),
-            "num_layers": F.spin(d.num_layers, 1, 32, "stacked recurrent layers"),
-            "dropout": F.dspin(d.dropout, 0.0, 0.95, 0.05, tip="dropout between layers"),
-            "encoding": F.combo(["onehot", "embedding"], d.encoding, "d2l feeds one-hot vectors"),
-            "embed_size": F.spin(d.embed_size, 0, 16384, "embedding size (0: the hidden size)"),
-            # training
-            "batch_size": F.spin(d.batch_size, 1, 65536, "sequences per minibatch"),
-            "seq_len": F.spin(d.seq_len, 1, 100000, "time steps per sequence (d2l's num_steps)"),
-            "length_mode": F.combo([("epochs", "epochs"), ("steps", "steps")], "epochs", "stop after epochs or steps"),
-            "length": F.spin(1, 1, 100_000_000, "how many epochs or optimizer steps"),
-            "optimizer": F.combo(list(OPTIMIZERS), d.optimizer),
-            "lr": F.line("", "default: adam 0.005, sgd 1", "learning rate; empty for the optimizer's default"),
-            "clip": F.dspin(d.clip, 0.0, 1e6, 0.5, tip="clip gradients to this global norm θ (0: off)"),
-            "partition": F.combo(["sequential", "random"], d.partition, "d2l's two minibatch partitionings"),
-            "seed": F.spin(d.seed, 0, 2_000_000_000, "the same seed repeats the run"),
-            "eval_every": F.spin(d.eval_every, 0, 10_000_000, "steps between validations (0: epoch ends only)"),
-            "sample_every": F.spin(d.sample_every, 0, 10_000_000, "steps between sample previews (0: none)"),
-            "name": F.line("", "automatic: corpus-cell-time", "the model's folder name"),
-            "resume": QCheckBox("continue this saved model (resume)"),
-            # device
-            "device": self._device_combo(),
-            "threads": F.spin(d.threads, 0, 1024, "CPU threads for torch (0: auto, every core but one, so the window stays responsive)"),
-        }
+        f = self.fields = {s.name: SF.editor(s, getattr(d, s.name)) for s in schema(TrainConfig)
+                           if s.meta.gui and s.widget not in ("options", "length", "device")
+                           and s.name not in ("corpus", "cell")}
+        f["length_mode"] = F.combo([("epochs", "epochs"), ("steps", "steps")], "epochs", "stop after epochs or steps")
+        f["length"] = F.spin(1, 1, 100_000_000, "how many epochs or optimizer steps")
+        f["device"] = self._device_combo()
+        f["resume"].setText("continue this saved model (resume)")
 
         # -- corpus and model: a plugin picker, its generated form, then the core settings ------
         corpus_box, self.corpus_combo, self.corpus_description, self.corpus_form = self._component_box(
-            "Corpus", "corpus", ("tokens", "preprocess", "min_freq", "max_tokens"))
+            "Corpus", "corpus", self._group_keys("data"))
         model_box, self.cell_combo, self.cell_description, self.cell_form = self._component_box(
-            "Model", "cell", ("hidden_size", "num_layers", "dropout", "encoding", "embed_size"))
+            "Model", "cell", self._group_keys("model"))
 
-        # -- training -----------------------------------------------------------------
+        # -- training, saving, device: the schema's groups in its order ----------------
         train_box = QGroupBox("Training")
         form = QFormLayout(train_box)
         length_row = QHBoxLayout()
         length_row.addWidget(f["length"], 1)
         length_row.addWidget(f["length_mode"])
-        for key in ("batch_size", "seq_len"):
-            form.addRow(label_for(key), f[key])
-        form.addRow("train for", length_row)
-        for key in ("optimizer", "lr", "clip", "partition", "seed", "eval_every", "sample_every", "name"):
-            form.addRow(label_for(key), f[key])
-        form.addRow(f["resume"])
-        self.resume_note = QLabel("", objectName="hint", wordWrap=True)
-        self.resume_note.hide()
-        form.addRow(self.resume_note)
+        for s in SF.gui_settings(TrainConfig, "training"):
+            if s.name == "epochs":
+                form.addRow("train for", length_row)
+            elif s.name in f:
+                form.addRow(label_for(s.name), f[s.name])
+        saving_box = QGroupBox("Saving and monitoring")
+        form = QFormLayout(saving_box)
+        for key in self._group_keys("saving"):
+            if key == "resume":
+                form.addRow(f[key])
+                self.resume_note = QLabel("", objectName="hint", wordWrap=True)
+                self.resume_note.hide()
+                form.addRow(self.resume_note)
+            else:
+                form.addRow(label_for(key), f[key])
 
         device_box = QGroupBox("Device")
         form = QFormLayout(device_box)
-        form.addRow(label_for("device"), f["device"])
-        form.addRow(label_for("threads"), f["threads"])
+        for s in SF.gui_settings(TrainConfig, "device"):
+            form.addRow(label_for(s.name), f[s.name])
+        self._boxes = (corpus_box, model_box, train_box, saving_box, device_box)
 
         settings = self.settings_widget = QWidget()
         col = QVBoxLayout(settings)
-        for box in (corpus_box, model_box, train_box, device_box):
+        for box in self._boxes:
             col.addWidget(box)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -204,8 +190,8 @@ class TrainingPanel(QWidget):
         self.corpus_combo.currentIndexChanged.connect(self._corpus_changed)
         self.cell_combo.currentIndexChanged.connect(self._cell_changed)
         self.corpus_form.changed.connect(self.schedule_preview)
-        for key in ("tokens", "preprocess", "min_freq", "max_tokens"):
-            F.changed_signal(f[key]).connect(self.schedule_preview)
+        for key in self._group_keys("data"):
+            SF.changed_signal(f[key]).connect(self.schedule_preview)
         f["resume"].toggled.connect(self._resume_toggled)
         f["name"].editingFinished.connect(lambda: f["resume"].isChecked() and self._resume_toggled(True))
         self._wheel_guard = WheelGuard(self)
@@ -223,6 +209,10 @@ class TrainingPanel(QWidget):
             self._charts = TrainingCharts([n for n in self.host.names("metric") if n != TrainingCharts.MAIN])
             self.charts_page.layout().addWidget(self._charts)
         return self._charts
+
+    def _group_keys(self, group: str) -> list[str]:
+        """The form keys of one schema group, in the schema's order (the pickers and their options are apart)."""
+        return [s.name for s in SF.gui_settings(TrainConfig, group) if s.name in self.fields]
 
     # -- pickers --------------------------------------------------------------------
     def _component_box(self, title: str, kind: str, keys) -> tuple[QGroupBox, QComboBox, QLabel, ParamForm]:
@@ -276,13 +266,14 @@ class TrainingPanel(QWidget):
         """After a plugin form is rebuilt: Tab order top to bottom, labels in one column, no wheel stealing."""
         if not hasattr(self, "start_button"):
             return  # still building
-        order = [self.corpus_combo, *self.corpus_form.focus_chain(),
-                 *(self.fields[k] for k in ("tokens", "preprocess", "min_freq", "max_tokens")),
-                 self.cell_combo, *self.cell_form.focus_chain(),
-                 *(self.fields[k] for k in ("hidden_size", "num_layers", "dropout", "encoding", "embed_size",
-                                            "batch_size", "seq_len", "length", "length_mode", "optimizer", "lr",
-                                            "clip", "partition", "seed", "eval_every", "sample_every", "name",
-                                            "resume", "device", "threads")),
+        def chain(group):  # the group's widgets top to bottom, as its box shows them
+            keys = dict.fromkeys("length" if s.widget == "length" else s.name for s in SF.gui_settings(TrainConfig, group))
+            return [w for key in keys for w in ([self.fields["length"], self.fields["length_mode"]] if key == "length"
+                                                else SF.focus_chain(self.fields[key]) if key in self.fields else [])]
+
+        order = [self.corpus_combo, *self.corpus_form.focus_chain(), *chain("data"),
+                 self.cell_combo, *self.cell_form.focus_chain(), *chain("model"),
+                 *chain("training"), *chain("saving"), *chain("device"),
                  self.start_button, self.pause_button, self.stop_button, self.copy_button]
         for first, second in zip(order, order[1:]):
             QWidget.setTabOrder(first, second)
@@ -308,32 +299,26 @@ class TrainingPanel(QWidget):
     # -- settings -------------------------------------------------------------------
     def config(self) -> TrainConfig:
         """The TrainConfig the widgets describe; a bad entry raises RNNStudioError naming its source."""
-        f = {k: F.get_value(w) for k, w in self.fields.items()}
-        lr_text = f["lr"].strip()
         try:
-            lr = float(lr_text) if lr_text else None
-        except ValueError:
-            raise RNNStudioError(f"the learning rate must be a number, got {lr_text!r}", source="training settings") from None
-        if lr is not None and not lr > 0:
-            raise RNNStudioError(f"the learning rate must be > 0, got {lr_text}", source="training settings")
-        name = f["name"].strip() or None
-        if f["resume"] and not name:
-            raise RNNStudioError("to resume, type the saved model's name in 'model name' (or use Resume in the "
-                                 "Models tab)", source="training settings")
-        steps = f["length_mode"] == "steps"
+            values = {s.name: SF.value_of(s, self.fields[s.name], TrainConfig) for s in schema(TrainConfig)
+                      if s.name in self.fields}
+        except RNNStudioError as exc:
+            exc.source = exc.source or "training settings"
+            raise
+        if values["resume"] and not values["name"]:
+            raise settings_error("to resume, type the saved model's name in {name} (or use Resume in the Models tab)",
+                                 source="training settings")
+        steps = F.get_value(self.fields["length_mode"]) == "steps"
+        length = F.get_value(self.fields["length"])
         config = TrainConfig(
             corpus=self.corpus_combo.currentData(), corpus_options=self.corpus_form.values(),
-            tokens=f["tokens"], preprocess=f["preprocess"], min_freq=f["min_freq"], max_tokens=f["max_tokens"],
             cell=self.cell_combo.currentData(), cell_options=self.cell_form.values(),
-            hidden_size=f["hidden_size"], num_layers=f["num_layers"], dropout=round(f["dropout"], 4),
-            encoding=f["encoding"], embed_size=f["embed_size"], batch_size=f["batch_size"], seq_len=f["seq_len"],
-            epochs=0 if steps else f["length"], max_steps=f["length"] if steps else 0, optimizer=f["optimizer"],
-            lr=lr, clip=round(f["clip"], 4), partition=f["partition"], seed=f["seed"], device=f["device"], threads=f["threads"],
-            name=name, resume=f["resume"], eval_every=f["eval_every"], sample_every=f["sample_every"])
+            epochs=0 if steps else length, max_steps=length if steps else 0, **values)
         try:
             config.validate()
         except RNNStudioError as exc:
-            raise RNNStudioError(str(exc), source=exc.source or "training settings") from None
+            exc.source = exc.source or "training settings"  # the same error, so the GUI can word it its own way
+            raise
         return config
 
     def state(self) -> dict:
@@ -342,7 +327,7 @@ class TrainingPanel(QWidget):
         self._options_by_component[self.cell_form.owner] = self.cell_form.raw_values()
         return {"corpus": self.corpus_combo.currentData(), "cell": self.cell_combo.currentData(),
                 "options": dict(self._options_by_component),
-                "fields": {k: F.get_value(w) for k, w in self.fields.items() if k not in ("resume", "name")}}
+                "fields": {k: SF.raw_value(w) for k, w in self.fields.items() if k not in ("resume", "name")}}
 
     def restore_state(self, state: dict) -> None:
         if not isinstance(state, dict):
@@ -352,7 +337,7 @@ class TrainingPanel(QWidget):
             self._options_by_component.update({k: v for k, v in options.items() if isinstance(v, dict)})
         for key, value in (state.get("fields") or {}).items():
             if key in self.fields:
-                F.set_value(self.fields[key], value)
+                SF.set_editor(self.fields[key], value)
         device = self.fields["device"]
         if not device.model().item(device.currentIndex()).isEnabled():
             device.setCurrentIndex(0)  # the saved device is not here today: back to auto
@@ -437,7 +422,7 @@ class TrainingPanel(QWidget):
         except RNNStudioError as exc:
             self._preview_failed(self._preview_token, exc)
             return
-        f = {k: F.get_value(self.fields[k]) for k in ("tokens", "preprocess", "min_freq", "max_tokens")}
+        f = {k: SF.raw_value(self.fields[k]) for k in ("tokens", "preprocess", "min_freq", "max_tokens")}
         self._preview_token += 1
         self.preview_summary.setText(f"reading {self.corpus_combo.currentData()}…")
         self._background.submit(self._preview_token, corpus_preview, self.host, self.corpus_combo.currentData(),
