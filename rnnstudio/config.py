@@ -92,6 +92,10 @@ class TrainConfig:
                                     help="warn when the loss stays above this multiple of the first loss")
     explode_patience: int = setting(20, group="saving", min=1,  # ... for this many steps in a row
                                     help="for this many steps in a row")
+    tensorboard: str | None = setting(None, group="saving", label="TensorBoard folder", metavar="DIR",
+                                      placeholder="off",  # None: no event files (the tensorboard extra is optional)
+                                      help="also write TensorBoard event files to DIR/<model name> "
+                                           "(pip install 'rnnstudio[tensorboard]')")
     save: bool = setting(True, group="saving", cli=False, gui=False,  # False: in memory only (benchmarks)
                          help="save the model")
     # data parallelism (set by the distributed launcher)
@@ -148,7 +152,7 @@ class SamplingConfig:
                           help="tokens to generate after the prefix")
     greedy: bool = setting(False, group="generation",  # exactly d2l's predict_ch8
                            help="argmax at every step (d2l's predict_ch8)")
-    temperature: float = setting(1.0, group="generation", above=0, many=True,  # <1 sharper, >1 more adventurous
+    temperature: float = setting(1.0, group="generation", above=0, max=100, many=True,  # <1 sharper, >1 more adventurous
                                  help="one or more, e.g. 0.5 1.0 (or 0.5,1.0)")
     top_k: int = setting(0, group="generation", min=0, label="top-k",
                          help="keep only the k most likely tokens (0: all)")

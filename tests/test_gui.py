@@ -15,7 +15,8 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLineEdit, QMes
 import rnnstudio  # noqa: E402
 from rnnstudio import checkpoint  # noqa: E402
 from rnnstudio.errors import RNNStudioError  # noqa: E402
-from rnnstudio.gui import fields as F  # noqa: E402
+from rnnstudio.gui import fields as F
+from rnnstudio.gui import settings_form as SF  # noqa: E402
 from rnnstudio.gui import workers  # noqa: E402
 from rnnstudio.gui.main_window import MainWindow  # noqa: E402
 from rnnstudio.gui.param_form import PathEdit  # noqa: E402
@@ -170,7 +171,7 @@ def test_generate_streams_text(qtbot, window, tiny_corpus, errors, monkeypatch):
     gen.select_model("gen-model")
     F.set_value(gen.fields["prefix"], "the ")
     F.set_value(gen.fields["length"], 120)
-    F.set_value(gen.fields["use_seed"], True)
+    SF.set_editor(gen.fields["seed"], 0)  # a fixed seed
     snapshots = []
     gen.output.textChanged.connect(lambda: snapshots.append(gen.output.toPlainText()))
     window.show()
@@ -197,8 +198,8 @@ def test_generate_several_samples(qtbot, window, tiny_corpus, errors):
     gen = window.generation
     gen.refresh_models()
     gen.select_model("multi-gen")
-    for key, value in {"prefix": "the ", "length": 30, "samples": 3, "use_seed": True, "seed": 5}.items():
-        F.set_value(gen.fields[key], value)
+    for key, value in {"prefix": "the ", "length": 30, "num_samples": 3, "seed": 5}.items():
+        SF.set_editor(gen.fields[key], value)
     assert gen.generate()
     qtbot.waitUntil(lambda: not gen.is_generating(), timeout=WAIT_MS)
     assert errors == []

@@ -392,7 +392,7 @@ def test_generate_reports_tokens_per_second_marks_the_prefix_warns_and_stops_at(
     g.select_model("gen")
     F.set_value(g.fields["prefix"], "the Z")  # Z: never in the corpus
     F.set_value(g.fields["length"], 40)
-    F.set_value(g.fields["mode"], "greedy")
+    F.set_value(g.fields["greedy"], True)
     assert g.generate()
     qtbot.waitUntil(lambda: not g.is_generating(), timeout=WAIT_MS)
     free_run = g.texts[0][len("the Z"):]

@@ -7,17 +7,22 @@ import time
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QKeySequence, QShortcut, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPlainTextEdit, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from ..errors import RNNStudioError
 from ..fileio import atomic_write_text
 from ..sampling import SamplingConfig, unescape
-from ..settings import render_error
+from ..settings import render_error, schema
 from . import fields as F
+from . import settings_form as SF
 from .dialogs import show_error
 from .widgets import ElidedLabel
 from .workers import GenerationWorker, Job
+
+
+# The app's own defaults where they differ from SamplingConfig's (which suit the CLI).
+GUI_DEFAULTS = {"length": 200}
 
 
 def prefix_format() -> QTextCharFormat:
@@ -53,34 +58,21 @@ class GenerationPanel(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.refresh_button)
-        f = self.fields = {
-            "prefix": F.line("", "default: the corpus's sample prefix", "text the model reads before it continues"),
-            "length": F.spin(200, 0, 1_000_000, "tokens to generate after the prefix"),
-            "mode": F.combo([("sample", "sample"), ("greedy (argmax, d2l's predict_ch8)", "greedy")], "sample"),
-            "temperature": F.dspin(d.temperature, 0.01, 10.0, 0.1, tip="<1 sharper, >1 more adventurous"),
-            "top_k": F.spin(d.top_k, 0, 1_000_000, "keep the k most likely tokens (0: all)"),
-            "top_p": F.dspin(d.top_p, 0.01, 1.0, 0.05, tip="keep the smallest set reaching this probability (1: all)"),
-            "use_seed": QCheckBox("fixed seed"),
-            "seed": F.spin(0, 0, 2_000_000_000, "the same seed gives the same text"),
-            "samples": F.spin(1, 1, 64, "continuations generated side by side"),
-            "stop_at": F.line("", "e.g. \\n or a full stop", "stop a sample when its text ends with this "
-                              "(\\n, \\t: a newline, a tab); empty: generate the full length"),
-        }
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(f["use_seed"])
-        seed_row.addWidget(f["seed"], 1)
+        # The prefix is the panel's own; every sampling setting's widget comes from the schema (config.py).
+        d = SamplingConfig(**GUI_DEFAULTS)
+        f = self.fields = {"prefix": F.line("", "default: the corpus's sample prefix",
+                                            "text the model reads before it continues")}
+        f.update({s.name: SF.editor(s, getattr(d, s.name)) for s in schema(SamplingConfig) if s.meta.gui})
         box = QGroupBox("Model and sampling")
         form = QFormLayout(box)
         form.addRow("model", model_row)
-        for key, label in (("prefix", "prefix"), ("length", "length"), ("mode", "decoding"),
-                           ("temperature", "temperature"), ("top_k", "top-k"), ("top_p", "top-p")):
-            form.addRow(label, f[key])
-        form.addRow("seed", seed_row)
-        form.addRow("samples", f["samples"])
-        form.addRow("stop at", f["stop_at"])
+        form.addRow("prefix", f["prefix"])
+        for s in schema(SamplingConfig):
+            if s.name in f:
+                form.addRow(f[s.name]) if s.kind == "bool" else form.addRow(s.label, f[s.name])
         hint = QLabel("Ctrl+Enter generates.", objectName="hint")
         form.addRow(hint)
-        f["mode"].currentIndexChanged.connect(self._mode_changed)
+        f["greedy"].toggled.connect(self._mode_changed)
         left = QWidget()
         lcol = QVBoxLayout(left)
         lcol.addWidget(box)
@@ -160,31 +152,31 @@ class GenerationPanel(QWidget):
         self.refresh_models()
 
     def _mode_changed(self) -> None:
-        sampling = self.fields["mode"].currentData() == "sample"
-        for key in ("temperature", "top_k", "top_p", "use_seed", "seed"):
+        sampling = not self.fields["greedy"].isChecked()
+        for key in ("temperature", "top_k", "top_p", "seed"):
             self.fields[key].setEnabled(sampling)
 
     # -- settings ---------------------------------------------------------------------
     def sampling_config(self) -> SamplingConfig:
-        f = {k: F.get_value(w) for k, w in self.fields.items()}
-        cfg = SamplingConfig(length=f["length"], greedy=f["mode"] == "greedy", temperature=f["temperature"],
-                             top_k=f["top_k"], top_p=f["top_p"], seed=f["seed"] if f["use_seed"] else None,
-                             num_samples=f["samples"], stop_at=unescape(f["stop_at"]) or None)
         try:
+            values = {s.name: SF.value_of(s, self.fields[s.name], SamplingConfig) for s in schema(SamplingConfig)
+                      if s.name in self.fields}
+            cfg = SamplingConfig(**{**values, "stop_at": unescape(values["stop_at"] or "") or None})
             cfg.validate()
         except RNNStudioError as exc:
-            raise RNNStudioError(str(exc), source="generation settings") from None
+            exc.source = exc.source or "generation settings"
+            raise
         return cfg
 
     def state(self) -> dict:
-        return {"model": self.model_combo.currentData(), "fields": {k: F.get_value(w) for k, w in self.fields.items()}}
+        return {"model": self.model_combo.currentData(), "fields": {k: SF.raw_value(w) for k, w in self.fields.items()}}
 
     def restore_state(self, state: dict) -> None:
         if not isinstance(state, dict):
             return
         for key, value in (state.get("fields") or {}).items():
             if key in self.fields:
-                F.set_value(self.fields[key], value)
+                SF.set_editor(self.fields[key], value)
         self.select_model(state.get("model"))
 
     # -- generating -------------------------------------------------------------------

@@ -70,13 +70,13 @@ def shot_corpus_preview(window) -> None:
 
 
 def shot_generation(window) -> None:
-    from . import fields as F
+    from . import settings_form as SF
 
     g = window.generation
     window.open_in_generation(DEMO_MODEL)
-    for key, value in {"prefix": "The ", "length": 400, "mode": "sample", "temperature": 0.7, "use_seed": True,
-                       "seed": 1, "samples": 1}.items():
-        F.set_value(g.fields[key], value)
+    for key, value in {"prefix": "The ", "length": 400, "greedy": False, "temperature": 0.7, "seed": 1,
+                       "num_samples": 1}.items():
+        SF.set_editor(g.fields[key], value)
     if not g.generate():
         raise RuntimeError("generation did not start")
     wait_until(lambda: not g.is_generating(), 120, "generation to finish")
