@@ -67,7 +67,10 @@ def loop(corpus: Path, home: Path, runs: int, seed: int) -> dict:
         print(f"run {i + 1}/{runs}: {steps} steps, exit {proc.returncode}, saved step {saved}"
               f"{', ABORT in a rank' if aborted else ''}", flush=True)
         if not ok:
-            failures.append({"run": i, "exit": proc.returncode, "stderr_tail": proc.stderr[-1500:]})
+            said = [line for line in proc.stderr.splitlines()
+                    if line.startswith(("rnnstudio", "terminate called")) or "Error:" in line][:8]
+            failures.append({"run": i, "exit": proc.returncode, "aborted": aborted, "ranks_said": said,
+                             "stderr_tail": proc.stderr[-1500:]})
     return {"runs": runs, "non_zero_exits": sum(f["exit"] != 0 for f in failures), "failures": failures}
 
 
