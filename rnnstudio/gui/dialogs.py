@@ -1,8 +1,8 @@
-"""Error and confirmation dialogs, in one place so tests can stub them."""
+"""Error, confirmation and file dialogs, in one place so tests can stub them."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDialog, QInputDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QDialog, QFileDialog, QInputDialog, QMessageBox, QWidget
 
 from ..errors import RNNStudioError
 from ..settings import render_error
@@ -39,3 +39,23 @@ def ask_text(parent: QWidget | None, title: str, label: str, text: str = "") -> 
     dialog.setMinimumWidth(max(420, dialog.fontMetrics().horizontalAdvance(text) + 80))
     ok = dialog.exec() == QDialog.Accepted
     return dialog.textValue(), ok
+
+
+def read_text_file(path: str) -> str:
+    """A user's text file as UTF-8 (bad bytes replaced); pipes, devices and folders are refused with one line."""
+    from ..textfiles import read_text_file as read_checked
+
+    return read_checked(path, "utf-8", "replace")
+
+
+def open_text(parent, path: str | None = None) -> str | None:
+    """Ask for a text file (unless ``path`` is given) and read it; errors go to a dialog. None: nothing read."""
+    if not path:
+        path, _ = QFileDialog.getOpenFileName(parent, "Open a text file", "", "Text files (*.txt);;All files (*)")
+        if not path:
+            return None
+    try:
+        return read_text_file(path)
+    except RNNStudioError as exc:
+        show_error(parent, exc)
+        return None

@@ -12,7 +12,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 
 from ..errors import RNNStudioError
 from .dialogs import show_error
-from .inspector_view import SAMPLE_TEXT, ModelCache, TokenView, fill_combo, model_names, open_text
+from .dialogs import open_text
+from .inspector_view import SAMPLE_TEXT, TokenView
+from .model_choice import ModelCache, fill_combo, model_names
 from .workers import Background
 
 BEST = "(each unit's best feature)"

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 from .. import checkpoint
 from ..errors import RNNStudioError
 from .dialogs import show_error
-from .inspector_view import ModelCache, fill_combo
+from .model_choice import ModelCache, fill_combo
 
 RNN_CELLS = ("rnn-scratch", "rnn")
 COLUMNS = ("unit", "H(t-1)", "separate matmuls", "one concatenated matmul", "the cell's own output",

@@ -8,70 +8,18 @@ from bisect import bisect_right
 
 from PySide6.QtCore import QEvent, QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter,
                                QTextBrowser, QTextEdit, QToolTip, QVBoxLayout, QWidget)
 
-from .. import checkpoint
 from ..errors import RNNStudioError
-from .dialogs import show_error
+from .dialogs import open_text, show_error
+from .model_choice import ModelCache, fill_combo, model_names
 from .workers import Background
 
 SAMPLE_TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
                "matter to us. \"It is simple,\" he said; for i in range(10): print(i)\n")
 PAGE_TOKENS = 5_000  # tokens drawn per page of a view; scoring always covers the whole text
 NONE = "(none)"
-
-
-def model_names() -> list[str]:
-    """Saved models that load (broken ones are left out)."""
-    return [m.name for m in checkpoint.list_models() if m.config is not None]
-
-
-def read_text_file(path: str) -> str:
-    """A user's text file as UTF-8 (bad bytes replaced); pipes, devices and folders are refused with one line."""
-    from ..textfiles import read_text_file as read_checked
-
-    return read_checked(path, "utf-8", "replace")
-
-
-def open_text(parent, path: str | None = None) -> str | None:
-    """Ask for a text file (unless ``path`` is given) and read it; errors go to a dialog. None: nothing read."""
-    if not path:
-        path, _ = QFileDialog.getOpenFileName(parent, "Open a text file", "", "Text files (*.txt);;All files (*)")
-        if not path:
-            return None
-    try:
-        return read_text_file(path)
-    except RNNStudioError as exc:
-        show_error(parent, exc)
-        return None
-
-
-def fill_combo(combo: QComboBox, names: list[str]) -> None:
-    """Replace a combo's items, keeping the current choice when it is still there."""
-    current = combo.currentText()
-    combo.blockSignals(True)
-    combo.clear()
-    combo.addItems(names)
-    if current in names:
-        combo.setCurrentText(current)
-    combo.blockSignals(False)
-
-
-class ModelCache:
-    """Loaded models by name, loaded on the CPU in a worker thread and reused until the model list changes."""
-
-    def __init__(self, host=None):
-        self.host = host
-        self.loaded: dict[str, object] = {}
-
-    def get(self, name: str):
-        if name not in self.loaded:
-            self.loaded[name] = checkpoint.load_model(name, host=self.host, device="cpu")
-        return self.loaded[name]
-
-    def clear(self) -> None:
-        self.loaded.clear()
 
 
 def visible(token: str) -> str:
