@@ -12,6 +12,7 @@ _EXPORTS = {
     "Cell": "components",
     "Corpus": "components",
     "Metric": "components",
+    "Observer": "observers",
     "Param": "params",
     "RNNStudioError": "errors",
     "hookimpl": "hookspecs",

@@ -31,3 +31,24 @@ def register_metrics(register):
     A metric class subclasses ``rnnstudio.Metric`` and implements ``reset()``,
     ``update(logits, targets, nll)`` and ``value()``.
     """
+
+
+@hookspec
+def register_observers(register):
+    """Register observer classes by calling ``register(MyObserver)`` for each.
+
+    An observer class subclasses ``rnnstudio.Observer``: it receives every event of a training
+    run (``observe(event)``) and ``close(status, error)`` at its end. One that raises is disabled
+    with a warning; the run goes on.
+    """
+
+
+@hookspec
+def register_pages(register):
+    """Register pages of the desktop app by calling ``register(title, factory)`` for each.
+
+    ``factory(context)`` is called once, on the GUI thread, when the main window is built. It gets a
+    ``rnnstudio.gui.pages.PageContext`` (``host``, ``window``, the signals ``models_changed``,
+    ``training_started`` and ``training_ended``, and ``show_status(text)``) and returns a ``QWidget``,
+    shown as a tab titled ``title``. Import Qt inside the factory: plugins load without a display.
+    """

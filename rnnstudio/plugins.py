@@ -20,11 +20,14 @@ import pluggy
 from . import hookspecs, paths
 from .components import Cell, Component, Corpus, Metric
 from .errors import RNNStudioError
+from .observers import Observer
 
 ENTRY_POINT_GROUP = "rnnstudio"
-BUILTIN_MODULES = ("corpora", "cells", "metrics")
-KINDS = {"corpus": Corpus, "cell": Cell, "metric": Metric}
-_HOOK_FOR_KIND = {"corpus": "register_corpora", "cell": "register_cells", "metric": "register_metrics"}
+BUILTIN_MODULES = ("corpora", "cells", "metrics", "observers")
+CORE_PLUGINS = ("runs",)  # core modules with hookimpls (the run records), loaded before the built-ins
+KINDS = {"corpus": Corpus, "cell": Cell, "metric": Metric, "observer": Observer}
+_HOOK_FOR_KIND = {"corpus": "register_corpora", "cell": "register_cells", "metric": "register_metrics",
+                  "observer": "register_observers"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,13 @@ class Registration:
     name: str
     cls: type
     source: str  # "builtin:cells", "entrypoint:rnnstudio-foo", "user:/path/to/file.py", "test:..."
+
+
+@dataclass(frozen=True)
+class PageRegistration:
+    title: str
+    factory: Any  # factory(context) -> QWidget, called by the desktop app (see rnnstudio.gui.pages)
+    source: str
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class PluginHost:
     registry: dict[str, dict[str, Registration]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: list[PluginFailure] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
+    pages: list[PageRegistration] = field(default_factory=list)  # the desktop app's extra tabs
 
     # -- lookup -------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -125,6 +136,22 @@ class PluginHost:
                 register = self._make_register(kind, source)
                 with contained(lambda text: self.failures.append(PluginFailure(source, f"{hook_name} raised {text}"))):
                     impl.function(**{arg: register for arg in impl.argnames})
+        for impl in pm.hook.register_pages.get_hookimpls():
+            register = self._make_page_register(source)
+            with contained(lambda text: self.failures.append(PluginFailure(source, f"register_pages raised {text}"))):
+                impl.function(**{arg: register for arg in impl.argnames})
+
+    def _make_page_register(self, source: str):
+        def register(title: str, factory) -> None:
+            if not isinstance(title, str) or not title.strip():
+                self.failures.append(PluginFailure(source, f"register_pages: a page needs a title, got {title!r}"))
+            elif not callable(factory):
+                self.failures.append(PluginFailure(source, f"register_pages: page {title!r} needs a factory "
+                                                           f"function, got {factory!r}"))
+            else:
+                self.pages.append(PageRegistration(title.strip(), factory, source))
+
+        return register
 
     def _make_register(self, kind: str, source: str):
         base = KINDS[kind]
@@ -215,6 +242,8 @@ def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None
     list of ``(source, plugin)`` pairs registered last, for tests and embedding.
     """
     host = PluginHost()
+    for mod in CORE_PLUGINS:
+        host.register_plugin(importlib.import_module(f"rnnstudio.{mod}"), f"builtin:{mod}")
     for mod in BUILTIN_MODULES:
         source = f"builtin:{mod}"
         failed: list[str] = []
@@ -279,9 +308,10 @@ def describe_all(host: PluginHost) -> dict:
     """What ``rnnstudio plugins --json`` prints."""
     out: dict[str, Any] = {}
     for kind, regs in host.registry.items():
-        out[{"corpus": "corpora", "cell": "cells", "metric": "metrics"}[kind]] = [
+        out[{"corpus": "corpora", "cell": "cells", "metric": "metrics", "observer": "observers"}[kind]] = [
             {**reg.cls.describe(), "kind": kind, "source": reg.source} for reg in regs.values()
         ]
+    out["pages"] = [{"title": p.title, "source": p.source} for p in host.pages]
     out["plugins"] = list(host.plugins)
     out["failed"] = [{"plugin": f.plugin, "error": f.error} for f in host.failures]
     return out

@@ -14,11 +14,12 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 from . import paths
 from .errors import RNNStudioError
 from .fileio import atomic_write_json, atomic_write_text
+from .hookspecs import hookimpl
+from .observers import Observer
 from .processes import PID_MAX, process_alive
 from .store.format import Field
 
@@ -41,11 +42,21 @@ def _finite(x):
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-class RunRecorder:
-    """Builds one run's record from the trainer's events; cheap per event (an int compare per step)."""
+class RunRecorder(Observer):
+    """Builds one run's record from the trainer's events; cheap per event (an int compare per step).
 
-    def __init__(self, config: dict):
-        self.config = config
+    The first observer (a core plugin, see ``register_observers`` below). Runs that do not save
+    (benchmarks) are not recorded."""
+
+    name = "run-records"
+    description = "records every saved run's settings, curves and final metrics under runs/ (rnnstudio runs)"
+
+    @classmethod
+    def wanted(cls, config) -> bool:
+        return bool(getattr(config, "save", True))
+
+    def __init__(self, config):
+        self.config = config.to_json() if hasattr(config, "to_json") else dict(config)
         self.record: dict | None = None
         self.path: Path | None = None
         self.every = 1
@@ -135,7 +146,7 @@ class RunRecorder:
         """Write the final record; ``status`` overrides (``failed``, ``interrupted``) when the run did not end well."""
         if self.record is None:
             return
-        if status:
+        if status in ("failed", "interrupted"):
             self.record["status"] = status
         if error:
             self.record["error"] = error
@@ -173,36 +184,9 @@ def _new_path(model: str) -> Path:
     return path
 
 
-def record_run(trainer, events: Iterator) -> Iterator:
-    """Pass the trainer's events through, recording the run. Runs that do not save (benchmarks) and
-    non-main ranks are not recorded."""
-    cfg = trainer.config
-    if not getattr(cfg, "save", True) or getattr(cfg, "rank", 0) != 0:
-        yield from events
-        return
-    recorder = None
-    try:
-        for event in events:
-            if event.kind == "started":
-                recorder = RunRecorder(trainer.config.to_json())
-            if recorder is not None:
-                recorder.observe(event)
-            yield event
-    except GeneratorExit:
-        if recorder:
-            recorder.close("interrupted")
-        raise
-    except RNNStudioError as exc:
-        if recorder:
-            recorder.close("failed", str(exc))
-        raise
-    except BaseException as exc:
-        if recorder:
-            recorder.close("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    else:
-        if recorder:
-            recorder.close()
+@hookimpl
+def register_observers(register):
+    register(RunRecorder)
 
 
 # -- reading --------------------------------------------------------------------------------

@@ -183,10 +183,10 @@ class Trainer:
         self.stop_event.set()
 
     def run(self) -> Iterator[Event]:
-        """The training events; a run that saves is also recorded under runs/ (see runs.py)."""
-        from .runs import record_run
+        """The training events, each delivered to the observer plugins first (the run records are one)."""
+        from .observers import observe_run
 
-        return record_run(self, self._run_events())
+        return observe_run(self, self._run_events())
 
     # The body is one generator so that GUI and CLI consume the same events.
     def _run_events(self) -> Iterator[Event]:
@@ -200,7 +200,7 @@ class Trainer:
             ckpt.check_resume(path, saved, self.host)  # shapes against the saved state before anything is built
             keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "device", "threads", "eval_every",
                                                   "sample_every", "checkpoint_every", "checkpoint_minutes",
-                                                  "save", "rank", "world_size")}
+                                                  "save", "rank", "world_size", "tensorboard")}
             if cfg.lr is not None:
                 keep["lr"] = cfg.lr  # a resume may lower the learning rate, e.g. after a divergence
             cfg = TrainConfig.from_json({**saved.get("train", {}), **keep, "name": cfg.name, "resume": True})
