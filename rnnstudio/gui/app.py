@@ -52,8 +52,10 @@ def create_window(*, no_plugins: bool = False, restore: bool = True):
     window = MainWindow(host, restore=restore)
     window.setWindowIcon(app_icon())
     if host.failures:
-        names = ", ".join(f.plugin for f in host.failures)
-        window.show_status(f"some plugins failed to load ({names}); see `rnnstudio plugins`", 20000)
+        from .plugins_page import plugin_entries
+
+        names = ", ".join(e.name for e in plugin_entries(host) if e.failures)
+        window.show_status(f"some plugins failed to load ({names}); see the Plugins page", 20000)
     return window
 
 

@@ -1,14 +1,15 @@
-"""The main window: Training, Generate and Models tabs plus any pages listed in ``pages.PAGES``."""
+"""The main window: Training, Generate and Models tabs, the pages of ``pages.py``, and a plugin-failure notice."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtWidgets import QMainWindow, QTabWidget, QWidget
+from PySide6.QtWidgets import QMainWindow, QTabWidget, QVBoxLayout, QWidget
 
 from . import pages
 from .dialogs import confirm
 from .generation_panel import GenerationPanel
 from .models_panel import ModelsPanel
+from .plugins_page import PluginNotice
 from .settings import load_settings, save_settings
 from .training_panel import TrainingPanel
 
@@ -24,7 +25,14 @@ class MainWindow(QMainWindow):
         self.settings_path = settings_path
         self.setWindowTitle("RNN Studio")
         self.tabs = QTabWidget(documentMode=True)
-        self.setCentralWidget(self.tabs)
+        self.notice = PluginNotice()  # shown while plugins failed at start-up, until the Plugins page is seen
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.notice)
+        column.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
 
         self.training = TrainingPanel(host)
         self.generation = GenerationPanel(host)
@@ -37,6 +45,11 @@ class MainWindow(QMainWindow):
                 self.add_page(title, factory(self))
             except Exception as exc:  # a broken page must not stop the app
                 self.show_status(f"page {title!r} failed to load: {type(exc).__name__}: {exc}", 15000)
+        pages.add_plugin_pages(self)  # the plugins' pages, then the Plugins page (self.plugins_page)
+        self.notice.update_from(host)
+        self.notice.show_requested.connect(lambda: self.show_page(self.plugins_page))
+        self.tabs.currentChanged.connect(
+            lambda _i: self.notice.hide() if self.tabs.currentWidget() is self.plugins_page else None)
 
         for panel in (self.training, self.generation, self.models):
             panel.status.connect(self.show_status)
