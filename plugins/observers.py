@@ -10,6 +10,7 @@ from pathlib import Path
 import rnnstudio
 
 EXTRA = "pip install 'rnnstudio[tensorboard]'"
+TRAIN_POINTS = 5000  # a longer run writes its training scalars every k-th step (an add_scalar costs ~50 us)
 
 
 def _log_dir(config) -> Path:
@@ -17,8 +18,9 @@ def _log_dir(config) -> Path:
 
 
 class TensorBoardExport(rnnstudio.Observer):
-    """Scalars ``train/loss``, ``train/<metric>``, ``train/tokens_per_s`` every step and ``val/<metric>`` at every
-    validation, the samples and warnings as text, in ``DIR/<model name>``: a resume adds to the same curves."""
+    """Scalars ``train/loss``, ``train/<metric>`` and ``train/tokens_per_s`` every step (every k-th step past
+    ``TRAIN_POINTS`` steps) and ``val/<metric>`` at every validation, the samples and warnings as text, in
+    ``DIR/<model name>``: a resume adds to the same curves."""
 
     name = "tensorboard"
     description = "writes TensorBoard event files when --tensorboard DIR is given (view: tensorboard --logdir DIR)"
@@ -45,13 +47,16 @@ class TensorBoardExport(rnnstudio.Observer):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = None
+        self.every = 1
         self.folder = _log_dir(config)
         self._SummaryWriter = SummaryWriter
 
     def observe(self, event) -> None:
         kind = event.kind
         if kind == "started":
-            self.writer = self._SummaryWriter(log_dir=str(self.folder / event.model))
+            self.writer = self._SummaryWriter(log_dir=str(self.folder / event.model), max_queue=100)
+            if event.total_steps:
+                self.every = max(1, (event.total_steps - event.step) // TRAIN_POINTS)
             settings = json.dumps({k: v for k, v in self.config.to_json().items() if v not in (None, {}, "")},
                                   indent=1, default=str)
             self.writer.add_text("settings", f"```\n{settings}\n```", event.step)
@@ -60,6 +65,8 @@ class TensorBoardExport(rnnstudio.Observer):
         if w is None:
             return
         if kind == "progress":
+            if event.step % self.every and event.step != event.total_steps:
+                return
             w.add_scalar("train/loss", event.loss, event.step)
             for name, value in event.train.items():
                 w.add_scalar(f"train/{name}", value, event.step)

@@ -183,6 +183,25 @@ def test_tensorboard_resume_adds_to_the_same_run_folder(tiny_corpus, tmp_path):
     assert [s.step for s in acc.Scalars("train/loss")] == list(range(1, 9))
 
 
+def test_tensorboard_thins_the_training_scalars_of_a_long_run(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rnnstudio.events import Finished, Progress, Started
+
+    cls = load_plugins(no_plugins=True).get("observer", "tensorboard")
+    monkeypatch.setattr(sys.modules[cls.__module__], "TRAIN_POINTS", 10)
+    observer = cls(TrainConfig(tensorboard=str(tmp_path)))
+    observer.observe(Started("long", "cpu", 5, 100, 10, 10, 105, 1000, 0, 0, ""))
+    for step in range(1, 106):
+        observer.observe(Progress(step, 105, 0, step, 10, 1.0, 5.0, 1.0, None, {"perplexity": 2.0}))
+    observer.observe(Finished("long", None, 105, 1, False, 2.0, None, 5.0, 1.0, "cpu", {}, {}))
+    observer.close("finished")
+    acc = EventAccumulator(str(tmp_path / "long"))
+    acc.Reload()
+    assert [s.step for s in acc.Scalars("train/loss")] == [*range(10, 101, 10), 105]  # every 10th, and the last
+
+
 def test_training_without_tensorboard_writes_no_event_files(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     list(Trainer(config(tiny_corpus, "plain", max_steps=2)).run())
