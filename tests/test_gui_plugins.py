@@ -148,3 +148,12 @@ def test_an_installed_plugin_shows_its_distribution_and_version(qtbot, monkeypat
         assert "From a package" in tab_titles(window)
     finally:
         del sys.modules["rnnstudio_test_gui_ep"]
+
+
+def test_a_disabled_plugin_is_listed_as_disabled(qtbot):
+    host = load_plugins(no_plugins=True)
+    host.disabled = ["entrypoint:skipped-one"]  # what --disable skipped-one leaves on the host
+    window = make_window(qtbot, host)
+    rows = {row[0]: row for row in window.plugins_page.entry_rows()}
+    assert rows["skipped-one"][1] == "disabled"
+    assert "1 disabled" in window.plugins_page.summary.text() and not window.notice.isVisible()
