@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
 from dataclasses import replace
 
@@ -28,9 +29,30 @@ def _print_json(obj) -> None:
 def _host(args):
     from .plugins import default_host, load_plugins, set_default_host
 
-    if getattr(args, "no_plugins", False):
-        set_default_host(load_plugins(no_plugins=True))
-    return default_host()
+    disable = getattr(args, "disable", None) or ()
+    if getattr(args, "no_plugins", False) or disable:
+        set_default_host(load_plugins(no_plugins=True if getattr(args, "no_plugins", False) else None,
+                                      disable=disable))
+    host = default_host()
+    if _debug(args):
+        for failure in host.failures:
+            if failure.traceback:
+                sys.stderr.write(f"rnnstudio: debug: {failure.plugin}: {failure.error}\n{failure.traceback}")
+    return host
+
+
+def _debug(args) -> bool:
+    from .plugins import debug_enabled
+
+    return bool(getattr(args, "debug", False)) or debug_enabled()
+
+
+def _warn_contested(host, **requested) -> None:
+    """One stderr line per requested component whose name more than one plugin registered."""
+    for kind, name in requested.items():
+        line = host.contest_warning(kind, name) if name else None
+        if line:
+            _say(f"rnnstudio: warning: {line}")
 
 
 def _fmt(x, spec=".3f"):
@@ -40,16 +62,27 @@ def _fmt(x, spec=".3f"):
 # -- commands ----------------------------------------------------------------------------
 
 def cmd_plugins(args) -> int:
+    """``plugins``: what loaded, from which distribution; ``--strict`` exits 1 when any plugin failed."""
     from .plugins import describe_all
 
-    info = describe_all(_host(args))
+    host = _host(args)
+    info = describe_all(host)
+    status = 1 if args.strict and (info["failed"] or host.unmatched_disable) else 0
     if args.json:
         _print_json(info)
-        return 0
-    for kind in ("corpora", "cells", "metrics"):
+        return status
+    print("plugins:")
+    for d in info["distributions"]:
+        dist = f"{d['distribution']} {d['version']}".strip() or "-"
+        print(f"  {d['source']:<28} {dist:<24} hooks: {', '.join(d['hooks']) or 'none'}")
+    for source in info["disabled"]:
+        print(f"  {source:<28} disabled")
+    for kind in ("corpora", "cells", "metrics", "tokenizers", "observers"):
+        if kind not in info:
+            continue
         print(f"{kind}:")
         for comp in info[kind]:
-            print(f"  {comp['name']:<16} {comp['description']}  [{comp['source']}]")
+            print(f"  {comp['name']:<16} {comp['description']}  [{host.label(comp['source'])}]")
             for p in comp["params"]:
                 extra = ""
                 if "choices" in p:
@@ -57,11 +90,18 @@ def cmd_plugins(args) -> int:
                 elif "min" in p or "max" in p:
                     extra = f" in [{p.get('min', '')}, {p.get('max', '')}]"
                 print(f"      {p['name']} ({p['type']}, default {p['default']!r}{extra}): {p['help']}")
+    if info["contested"]:
+        print("contested names (the first registration wins):")
+        for c in info["contested"]:
+            print(f"  {c['kind']} {c['name']!r}: {host.label(c['winner'])}; rejected "
+                  f"{', '.join(host.label(s) for s in c['rejected'])}")
     if info["failed"]:
         print("failed plugins:")
         for f in info["failed"]:
-            print(f"  {f['plugin']}: {f['error']}")
-    return 0
+            print(f"  {host.label(f['plugin'])}: {f['error']}")
+    for name in host.unmatched_disable:
+        print(f"--disable {name}: no plugin has that name")
+    return status
 
 
 def train_config_from_args(args):
@@ -103,6 +143,7 @@ def cmd_train(args) -> int:
     config = train_config_from_args(args)
     if not config.resume:
         _resolve_component_options(host, config)
+        _warn_contested(host, corpus=config.corpus, cell=config.cell)
     if args.distributed:
         from .distributed import run_distributed
 
@@ -268,6 +309,8 @@ def cmd_generate(args) -> int:
 
     host = _host(args)
     loaded = load_model(args.model, host=host, device=resolve_device(args.device))
+    _warn_contested(host, cell=loaded.config["model"].get("cell"),
+                    tokenizer=getattr(getattr(loaded.vocab, "tokenizer", None), "name", None))
     prefix = args.prefix if args.prefix is not None else loaded.config.get("data", {}).get("sample_prefix", "The ")
     asked = from_args(SamplingConfig, args)
     asked.stop_at = unescape(asked.stop_at) if asked.stop_at else None
@@ -424,18 +467,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rnnstudio", description="Train recurrent language models on your own text.")
     p.add_argument("--version", action="version", version=f"rnnstudio {__version__}")
     p.add_argument("--no-plugins", action="store_true", help="safe mode: load the built-in plugins only")
+    p.add_argument("--disable", action="append", metavar="NAME", default=[],
+                   help="skip one plugin by name (entry point, distribution or user file; repeatable; "
+                        "also RNNSTUDIO_DISABLE=a,b)")
+    p.add_argument("--debug", action="store_true", help="print the full traceback of plugin errors "
+                                                        "(also RNNSTUDIO_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, help_):
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--no-plugins", action="store_true", default=argparse.SUPPRESS,
                         help="safe mode: load the built-in plugins only")
+        sp.add_argument("--disable", action="append", metavar="NAME", default=argparse.SUPPRESS,
+                        help="skip one plugin by name (repeatable)")
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the full traceback of plugin errors")
         return sp
 
     add("gui", "open the desktop app (the default)")
 
-    sp = add("plugins", "list corpora, cells and metrics with their parameters, and failed plugins")
+    sp = add("plugins", "list the plugins (distribution, version, hooks), their components, and failed plugins")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--strict", action="store_true", help="exit 1 when any plugin failed (for plugin authors' CI)")
 
     from .config import SamplingConfig, TrainConfig
     from .settings import add_arguments
@@ -491,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[command](args) or 0
     except RNNStudioError as exc:
         print(f"rnnstudio: error: {exc}", file=sys.stderr)
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and _debug(args):
+            cause = getattr(cause, "exc", cause)  # the loop wraps a plugin's error with where it happened
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("rnnstudio: interrupted", file=sys.stderr)

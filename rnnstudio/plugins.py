@@ -11,6 +11,7 @@ import importlib.util
 import os
 import stat
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,33 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class PluginInfo:
+    """One loaded plugin: where it came from, which distribution and version, which hooks it implements."""
+
+    source: str
+    distribution: str = ""  # "" for user files and test plugins
+    version: str = ""
+    hooks: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``rnnstudio-foo 1.2 (entrypoint:foo)``, or the bare source when no distribution provides it."""
+        if not self.distribution:
+            return self.source
+        return f"{self.distribution} {self.version} ({self.source})".replace("  ", " ")
+
+
+@dataclass(frozen=True)
+class Contest:
+    """A component name that more than one plugin registered: ``winner`` keeps it, ``losers`` were rejected."""
+
+    kind: str
+    name: str
+    winner: str
+    losers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PageRegistration:
     title: str
     factory: Any  # factory(context) -> QWidget, called by the desktop app (see rnnstudio.gui.pages)
@@ -49,6 +77,7 @@ class PageRegistration:
 class PluginFailure:
     plugin: str
     error: str
+    traceback: str = ""  # the full traceback, printed with --debug (or RNNSTUDIO_DEBUG=1)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -58,18 +87,26 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class Outcome:
+    """What ``contained`` saw: the failure's full traceback ("" when the code did not fail)."""
+
+    traceback = ""
+
+
 @contextlib.contextmanager
 def contained(on_failure):
     """Run plugin code: any exception, and SystemExit, goes to ``on_failure(text)``; Ctrl+C still stops.
 
     What the code writes to stderr is held back and, if it fails, its last line joins the report
-    (argparse run at import prints a usage block and exits 2).
+    (argparse run at import prints a usage block and exits 2). Yields an ``Outcome``.
     """
     held = io.StringIO()
+    outcome = Outcome()
     try:
         with contextlib.redirect_stderr(held):
-            yield
+            yield outcome
     except (Exception, SystemExit) as exc:
+        outcome.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         last = held.getvalue().strip().splitlines()[-1:]
         on_failure(describe_failure(exc) + (f" (it printed: {last[0].strip()[:200]})" if last else ""))
     else:
@@ -85,6 +122,10 @@ class PluginHost:
     failures: list[PluginFailure] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     pages: list[PageRegistration] = field(default_factory=list)  # the desktop app's extra tabs
+    info: dict[str, PluginInfo] = field(default_factory=dict)  # by source, for every plugin tried
+    disabled: list[str] = field(default_factory=list)  # sources skipped by --disable / RNNSTUDIO_DISABLE
+    unmatched_disable: list[str] = field(default_factory=list)  # disable names that matched no plugin
+    contests: dict[tuple[str, str], Contest] = field(default_factory=dict)  # by (kind, name)
 
     # -- lookup -------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -114,6 +155,29 @@ class PluginHost:
     def source_of(self, kind: str, name: str) -> str:
         return self.registry[kind][name].source
 
+    def provenance(self, source: str) -> tuple[str, str] | None:
+        """``(distribution, version)`` of a plugin, or None when no distribution provides it."""
+        info = self.info.get(source)
+        return (info.distribution, info.version) if info and info.distribution else None
+
+    def label(self, source: str) -> str:
+        """A plugin as messages name it: its distribution and version when it has them."""
+        info = self.info.get(source)
+        return info.label if info else source
+
+    def contest_warning(self, kind: str, name: str) -> str | None:
+        """One line for a requested component whose name more than one plugin registered, else None."""
+        contest = self.contests.get((kind, name))
+        if contest is None:
+            return None
+        others = ", ".join(self.label(s) for s in contest.losers)
+        return (f"{kind} {name!r} is registered by more than one plugin: using {self.label(contest.winner)}; "
+                f"rejected {others} (built-ins win, then installed packages by distribution name, then user "
+                f"files by file name; --disable NAME picks another)")
+
+    def _fail(self, source: str, error: str, outcome: Outcome | None = None) -> None:
+        self.failures.append(PluginFailure(source, error, outcome.traceback if outcome else ""))
+
     # -- loading ------------------------------------------------------------
     def register_plugin(self, plugin: Any, source: str) -> None:
         """Register one plugin object (a module or an object with hookimpls) and run its hooks.
@@ -124,22 +188,31 @@ class PluginHost:
         pm = pluggy.PluginManager("rnnstudio")
         pm.add_hookspecs(hookspecs)
         failed: list[str] = []
-        with contained(failed.append):  # a hookimpl with a misspelt name or wrong arguments
+        with contained(failed.append) as outcome:  # a hookimpl with a misspelt name or wrong arguments
             pm.register(plugin, name=source)
             pm.check_pending()
         if failed:
-            self.failures.append(PluginFailure(source, failed[0]))
+            self._fail(source, failed[0], outcome)
             return
         self.plugins.append(source)
+        hooks = tuple(h.name for h in pm.get_hookcallers(plugin) or ())
+        known = self.info.get(source, PluginInfo(source))
+        self.info[source] = PluginInfo(source, known.distribution, known.version, hooks)
         for kind, hook_name in _HOOK_FOR_KIND.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 register = self._make_register(kind, source)
-                with contained(lambda text: self.failures.append(PluginFailure(source, f"{hook_name} raised {text}"))):
+                failed = []
+                with contained(failed.append) as outcome:
                     impl.function(**{arg: register for arg in impl.argnames})
+                if failed:
+                    self._fail(source, f"{hook_name} raised {failed[0]}", outcome)
         for impl in pm.hook.register_pages.get_hookimpls():
             register = self._make_page_register(source)
-            with contained(lambda text: self.failures.append(PluginFailure(source, f"register_pages raised {text}"))):
+            failed = []
+            with contained(failed.append) as outcome:
                 impl.function(**{arg: register for arg in impl.argnames})
+            if failed:
+                self._fail(source, f"register_pages raised {failed[0]}", outcome)
 
     def _make_page_register(self, source: str):
         def register(title: str, factory) -> None:
@@ -164,6 +237,9 @@ class PluginHost:
                 return
             existing = self.registry[kind].get(cls.name)
             if existing is not None:
+                contest = self.contests.get((kind, cls.name))
+                losers = (contest.losers if contest else ()) + (source,)
+                self.contests[(kind, cls.name)] = Contest(kind, cls.name, existing.source, losers)
                 self.failures.append(
                     PluginFailure(
                         source,
@@ -193,6 +269,29 @@ def _check_component(cls: Any, base: type, kind: str) -> None:
 
 def plugins_disabled() -> bool:
     return os.environ.get("RNNSTUDIO_NO_PLUGINS", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def debug_enabled() -> bool:
+    """``RNNSTUDIO_DEBUG=1``: plugin errors come with their full traceback."""
+    return os.environ.get("RNNSTUDIO_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def disabled_names(extra=()) -> list[str]:
+    """The plugin names to skip: ``RNNSTUDIO_DISABLE=a,b`` plus ``extra`` (``--disable NAME``)."""
+    names = [n.strip() for n in os.environ.get("RNNSTUDIO_DISABLE", "").split(",")]
+    return [n for n in [*names, *extra] if n and n.strip()]
+
+
+def plugin_names(source: str, distribution: str = "") -> set[str]:
+    """The names ``--disable`` matches for a plugin: its entry-point name, its distribution's name, a user
+    file's name with or without ``.py``, a built-in's module name; and the full source itself."""
+    kind, _, rest = source.partition(":")
+    names = {source, rest}
+    if kind == "user":
+        names |= {Path(rest).name, Path(rest).stem}
+    if distribution:
+        names |= {distribution, distribution.lower().replace("_", "-")}
+    return names
 
 
 def unsafe_reason(path: Path, st: os.stat_result | None = None) -> str | None:
@@ -235,35 +334,69 @@ class _Refused(Exception):
     """A user plugin file that failed the owner or permission check."""
 
 
-def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None, extra: list | None = None) -> PluginHost:
+def _distribution(ep) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "", ""
+    try:
+        return str(dist.metadata["Name"] or ""), str(dist.version or "")
+    except Exception:  # noqa: BLE001 - broken metadata names no distribution
+        return "", ""
+
+
+def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None, extra: list | None = None,
+                 disable=()) -> PluginHost:
     """Load, in order: the built-ins, installed ``rnnstudio`` entry points, then ``*.py`` in the user folder.
 
-    ``no_plugins`` (or ``RNNSTUDIO_NO_PLUGINS=1``) loads the built-ins only. ``extra`` is a
+    The first registration of a component name wins, so the order is the conflict rule: built-ins,
+    then entry points sorted by distribution name (then entry-point name), then user files by file name.
+    ``no_plugins`` (or ``RNNSTUDIO_NO_PLUGINS=1``) loads the built-ins only. ``disable`` (with
+    ``RNNSTUDIO_DISABLE=a,b``) names plugins to skip (see ``plugin_names``). ``extra`` is a
     list of ``(source, plugin)`` pairs registered last, for tests and embedding.
     """
+    from . import __version__
+
     host = PluginHost()
+    skip = set(disabled_names(disable))
+    matched: set[str] = set()
+
+    def skipped(source: str, distribution: str = "") -> bool:
+        hit = plugin_names(source, distribution) & skip
+        matched.update(hit)
+        if hit:
+            host.disabled.append(source)
+        return bool(hit)
+
     for mod in CORE_PLUGINS:
+        host.info[f"builtin:{mod}"] = PluginInfo(f"builtin:{mod}", "rnnstudio", __version__)
         host.register_plugin(importlib.import_module(f"rnnstudio.{mod}"), f"builtin:{mod}")
     for mod in BUILTIN_MODULES:
         source = f"builtin:{mod}"
+        host.info[source] = PluginInfo(source, "rnnstudio", __version__)
+        if skipped(source):
+            continue
         failed: list[str] = []
-        with contained(failed.append):
+        with contained(failed.append) as outcome:
             module = importlib.import_module(f"rnnstudio.builtin_plugins.{mod}")
         if failed:
-            host.failures.append(PluginFailure(source, failed[0]))
+            host._fail(source, failed[0], outcome)
             continue
         host.register_plugin(module, source)
 
     if no_plugins is None:
         no_plugins = plugins_disabled()
     if not no_plugins:
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        found = [(*_distribution(ep), ep) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        for dist, version, ep in sorted(found, key=lambda f: (f[0].lower(), f[2].name)):
             source = f"entrypoint:{ep.name}"
+            host.info[source] = PluginInfo(source, dist, version)
+            if skipped(source, dist):
+                continue
             failed = []
-            with contained(failed.append):
+            with contained(failed.append) as outcome:
                 plugin = ep.load()
             if failed:
-                host.failures.append(PluginFailure(source, f"failed to import {ep.value}: {failed[0]}"))
+                host._fail(source, f"failed to import {ep.value}: {failed[0]}", outcome)
                 continue
             host.register_plugin(plugin, source)
 
@@ -271,20 +404,24 @@ def load_plugins(*, no_plugins: bool | None = None, user_dir: Path | None = None
         if folder.is_dir():
             for path in sorted(folder.glob("*.py")):
                 source = f"user:{path}"
+                if skipped(source):
+                    continue
                 failed = []
-                with contained(failed.append):
+                with contained(failed.append) as outcome:
                     try:
                         plugin = _load_user_plugin(path)
                     except _Refused as exc:
                         failed.append(f"refused: {exc}")
                 if failed:
                     error = failed[0] if failed[0].startswith("refused: ") else f"failed to import: {failed[0]}"
-                    host.failures.append(PluginFailure(source, error))
+                    host._fail(source, error, outcome)
                     continue
                 host.register_plugin(plugin, source)
 
     for source, plugin in extra or []:
-        host.register_plugin(plugin, source)
+        if not skipped(source):
+            host.register_plugin(plugin, source)
+    host.unmatched_disable = sorted(skip - matched)
     return host
 
 
@@ -308,13 +445,31 @@ def describe_all(host: PluginHost) -> dict:
     """What ``rnnstudio plugins --json`` prints."""
     out: dict[str, Any] = {}
     for kind, regs in host.registry.items():
-        out[{"corpus": "corpora", "cell": "cells", "metric": "metrics", "observer": "observers"}[kind]] = [
-            {**reg.cls.describe(), "kind": kind, "source": reg.source} for reg in regs.values()
+        out[PLURALS[kind]] = [
+            {**reg.cls.describe(), "kind": kind, "source": reg.source, **_dist_fields(host, reg.source)}
+            for reg in regs.values()
         ]
     out["pages"] = [{"title": p.title, "source": p.source} for p in host.pages]
     out["plugins"] = list(host.plugins)
+    out["distributions"] = [
+        {"source": i.source, "distribution": i.distribution, "version": i.version, "hooks": list(i.hooks)}
+        for i in host.info.values() if i.source in host.plugins
+    ]
+    out["disabled"] = list(host.disabled)
+    out["contested"] = [
+        {"kind": c.kind, "name": c.name, "winner": c.winner, "rejected": list(c.losers)} for c in host.contests.values()
+    ]
     out["failed"] = [{"plugin": f.plugin, "error": f.error} for f in host.failures]
     return out
 
 
-__all__ = ["PluginHost", "Registration", "PluginFailure", "load_plugins", "default_host", "Component"]
+PLURALS = {"corpus": "corpora", "cell": "cells", "metric": "metrics", "observer": "observers", "tokenizer": "tokenizers"}
+
+
+def _dist_fields(host: PluginHost, source: str) -> dict:
+    found = host.provenance(source)
+    return {"distribution": found[0], "version": found[1]} if found else {"distribution": "", "version": ""}
+
+
+__all__ = ["PluginHost", "Registration", "PluginFailure", "PluginInfo", "Contest", "load_plugins", "default_host",
+           "Component"]

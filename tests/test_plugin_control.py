@@ -1,0 +1,175 @@
+"""Plugin discovery and control: distributions and versions, --disable, --strict, --debug, contested names."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from rnnstudio import cli, plugins
+from rnnstudio.plugins import load_plugins
+
+CORPUS_MODULE = '''
+import rnnstudio
+
+class Clash(rnnstudio.Corpus):
+    name = "clash"
+    description = "from {dist}"
+    def read(self):
+        return "{text} " * 200
+
+@rnnstudio.hookimpl
+def register_corpora(register):
+    register(Clash)
+'''
+
+
+def _install(site, dist: str, version: str, ep_name: str, module: str, source: str) -> None:
+    """A real installed distribution on sys.path: a module and a dist-info folder with the entry point."""
+    (site / f"{module}.py").write_text(source, encoding="utf-8")
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[rnnstudio]\n{ep_name} = {module}\n", encoding="utf-8")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """Two packages that both register corpus 'clash'; their entry-point names sort the other way round."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    _install(folder, "rnnstudio-aaa", "1.0", "zed", "rnnstudio_aaa_mod", CORPUS_MODULE.format(dist="aaa", text="aaa"))
+    _install(folder, "rnnstudio-zzz", "2.5", "alpha", "rnnstudio_zzz_mod", CORPUS_MODULE.format(dist="zzz", text="zzz"))
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for mod in ("rnnstudio_aaa_mod", "rnnstudio_zzz_mod"):
+        sys.modules.pop(mod, None)
+
+
+def test_distributions_sort_the_entry_points_and_the_loser_is_recorded(site):
+    host = load_plugins()
+    assert host.source_of("corpus", "clash") == "entrypoint:zed"  # rnnstudio-aaa sorts first
+    assert host.provenance("entrypoint:zed") == ("rnnstudio-aaa", "1.0")
+    contest = host.contests[("corpus", "clash")]
+    assert contest.winner == "entrypoint:zed" and contest.losers == ("entrypoint:alpha",)
+    warning = host.contest_warning("corpus", "clash")
+    assert "rnnstudio-aaa 1.0" in warning and "rnnstudio-zzz 2.5" in warning
+    assert host.contest_warning("corpus", "text-file") is None
+
+
+def test_plugins_json_shows_distribution_version_and_hooks(site, capsys):
+    assert cli.main(["plugins", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    dists = {d["source"]: d for d in info["distributions"]}
+    assert dists["entrypoint:alpha"]["distribution"] == "rnnstudio-zzz"
+    assert dists["entrypoint:alpha"]["version"] == "2.5"
+    assert dists["entrypoint:alpha"]["hooks"] == ["register_corpora"]
+    assert dists["builtin:cells"]["distribution"] == "rnnstudio"
+    [clash] = [c for c in info["corpora"] if c["name"] == "clash"]
+    assert clash["distribution"] == "rnnstudio-aaa"
+    assert info["contested"] == [{"kind": "corpus", "name": "clash", "winner": "entrypoint:zed",
+                                  "rejected": ["entrypoint:alpha"]}]
+
+
+def test_train_warns_once_about_a_contested_name_naming_both_packages(site, capsys):
+    args = ["train", "--corpus", "clash", "--max-steps", "1", "--hidden-size", "8", "--batch-size", "2",
+            "--seq-len", "4", "--eval-every", "0", "--sample-every", "0", "--name", "clashing"]
+    assert cli.main(args) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line and "clash" in line]
+    assert len(lines) == 1
+    assert "rnnstudio-aaa 1.0" in lines[0] and "rnnstudio-zzz 2.5" in lines[0]
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_disable_one_plugin_by_distribution_name(site, capsys, monkeypatch, how):
+    if how == "env":
+        monkeypatch.setenv("RNNSTUDIO_DISABLE", "rnnstudio-aaa, other")
+        argv = ["plugins", "--json"]
+    else:
+        argv = ["--disable", "rnnstudio-aaa", "plugins", "--json"]
+    assert cli.main(argv) == 0
+    info = json.loads(capsys.readouterr().out)
+    [clash] = [c for c in info["corpora"] if c["name"] == "clash"]
+    assert clash["source"] == "entrypoint:alpha" and clash["description"] == "from zzz"
+    assert info["disabled"] == ["entrypoint:zed"] and info["contested"] == []
+
+
+def test_disable_matches_entry_point_and_user_file_names(rnnstudio_home, site):
+    folder = rnnstudio_home / "data" / "plugins"
+    folder.mkdir(parents=True)
+    (folder / "mine.py").write_text("raise RuntimeError('never run')\n")
+    host = load_plugins(disable=["alpha", "mine", "nothing-called-this"])
+    assert set(host.disabled) == {"entrypoint:alpha", f"user:{folder / 'mine.py'}"}
+    assert host.failures == [] and host.contests == {}
+    assert host.unmatched_disable == ["nothing-called-this"]
+
+
+def test_strict_exits_non_zero_on_any_failure(rnnstudio_home, capsys):
+    assert cli.main(["plugins", "--strict"]) == 0
+    folder = rnnstudio_home / "data" / "plugins"
+    folder.mkdir(parents=True)
+    (folder / "broken.py").write_text("import sys\nsys.exit(4)\n")
+    plugins.set_default_host(None)
+    assert cli.main(["plugins", "--strict"]) == 1
+    assert "broken.py" in capsys.readouterr().out
+    plugins.set_default_host(None)
+    assert cli.main(["plugins"]) == 0  # without --strict a failure is only listed
+    plugins.set_default_host(None)
+    assert cli.main(["--disable", "broken", "plugins", "--strict"]) == 0
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "off"])
+def test_debug_prints_the_plugin_traceback(rnnstudio_home, capsys, monkeypatch, how):
+    folder = rnnstudio_home / "data" / "plugins"
+    folder.mkdir(parents=True)
+    (folder / "deep.py").write_text(textwrap.dedent('''
+        def inner_helper_of_the_plugin():
+            raise ValueError("bad idea")
+        inner_helper_of_the_plugin()
+    '''))
+    argv = ["plugins"]
+    if how == "flag":
+        argv = ["--debug", "plugins"]
+    elif how == "env":
+        monkeypatch.setenv("RNNSTUDIO_DEBUG", "1")
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert ("Traceback" in err and "inner_helper_of_the_plugin" in err) == (how != "off")
+
+
+def test_debug_prints_the_traceback_of_a_cell_that_raises_in_training(rnnstudio_home, capsys, tiny_corpus):
+    folder = rnnstudio_home / "data" / "plugins"
+    folder.mkdir(parents=True)
+    (folder / "badcell.py").write_text(textwrap.dedent('''
+        import rnnstudio
+
+        class Bad(rnnstudio.Cell):
+            name = "bad-cell"
+            description = "raises in forward"
+            def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, **options):
+                super().__init__(input_size, hidden_size, num_layers, dropout, **options)
+            def init_state(self, batch_size, device):
+                return None
+            def forward(self, x, state):
+                return the_cells_own_failure()
+
+        def the_cells_own_failure():
+            raise ArithmeticError("cell broke")
+
+        @rnnstudio.hookimpl
+        def register_cells(register):
+            register(Bad)
+    '''))
+    args = ["train", "--corpus", "text-file", "--corpus-opt", f"path={tiny_corpus}", "--cell", "bad-cell",
+            "--max-steps", "2", "--hidden-size", "8", "--batch-size", "2", "--seq-len", "4", "--eval-every", "0",
+            "--sample-every", "0", "--name", "bad"]
+    assert cli.main(args) == 2
+    plain = capsys.readouterr().err
+    assert "cell broke" in plain and "Traceback" not in plain
+    plugins.set_default_host(None)
+    assert cli.main(["--debug", *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "the_cells_own_failure" in err
+    assert any(line.startswith("rnnstudio: error:") and "cell broke" in line for line in err.splitlines())
