@@ -23,7 +23,7 @@ class TensorBoardExport(rnnstudio.Observer):
     ``DIR/<model name>``: a resume adds to the same curves."""
 
     name = "tensorboard"
-    description = "writes TensorBoard event files when --tensorboard DIR is given (view: tensorboard --logdir DIR)"
+    description = "Writes TensorBoard event files when --tensorboard DIR is given (view: tensorboard --logdir DIR)."
 
     @classmethod
     def wanted(cls, config) -> bool:

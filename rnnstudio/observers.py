@@ -26,8 +26,9 @@ class Observer:
 
     Observers run only in the main process of a distributed run (rank 0), between the trainer's steps.
     An observer that raises (SystemExit included) is disabled for the rest of the run with a warning event
-    naming it; training, checkpoints and the other observers go on. Observers take no ``params``: they read
-    the ``TrainConfig`` (a new setting is one field of it).
+    naming it; training, checkpoints and the other observers go on (on a run that fails, a ``close`` that
+    raises is ignored: the run's own error is the news). Observers take no ``params``: they read the
+    ``TrainConfig`` (a new setting is one field of it).
     """
 
     name: ClassVar[str] = ""

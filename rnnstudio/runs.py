@@ -49,7 +49,7 @@ class RunRecorder(Observer):
     (benchmarks) are not recorded."""
 
     name = "run-records"
-    description = "records every saved run's settings, curves and final metrics under runs/ (rnnstudio runs)"
+    description = "Records every saved run's settings, curves and final metrics (listed by `rnnstudio runs`)."
 
     @classmethod
     def wanted(cls, config) -> bool:
