@@ -120,12 +120,21 @@ def train_config_from_args(args):
             setattr(args, name, 0)
     if getattr(args, "resume", False):
         kept = [n for n in explicit(TrainConfig, args) if n in saved_settings()]
-        if kept:
+        if kept and _saved_model_exists(getattr(args, "name", None)):  # else the missing model is the error
             raise RNNStudioError(
                 f"--resume keeps the saved model's data and model settings "
                 f"({', '.join(flags[n] for n in saved_settings())}); leave out {', '.join(flags[n] for n in kept)}, "
                 f"or train a new model under another --name")
     return from_args(TrainConfig, args)
+
+
+def _saved_model_exists(name: str | None) -> bool:
+    from .checkpoint import model_path
+
+    try:
+        return bool(name) and model_path(name).exists()
+    except RNNStudioError:  # a bad name: the trainer says so (on every rank under torchrun)
+        return False
 
 
 def _resolve_component_options(host, config) -> None:
@@ -543,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[command](args) or 0
     except RNNStudioError as exc:
-        print(f"rnnstudio: error: {exc}", file=sys.stderr)
+        if not getattr(exc, "reported", False):  # a torchrun rank prints its line before it leaves the group
+            print(f"rnnstudio: error: {exc}", file=sys.stderr)
         cause = exc.__cause__ or exc.__context__
         if cause is not None and _debug(args):
             cause = getattr(cause, "exc", cause)  # the loop wraps a plugin's error with where it happened

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 import time
 from datetime import timedelta
 
@@ -204,8 +205,13 @@ def broadcast_json(obj, src: int = 0):
 
 
 def is_peer_failure(exc: BaseException) -> bool:
-    """A DistError, or the RuntimeError gloo raises from inside torch.distributed when a peer's socket closes."""
-    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and raised_in(exc, "torch.distributed"))
+    """A DistError, or the RuntimeError gloo or NCCL raises when a peer's connection closes: from a
+    collective (inside torch.distributed) or from DDP's gradient all-reduce during backward."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (raised_in(exc, "torch.distributed") or "/gloo/" in text
+                                              or "NCCL" in text)
 
 
 def lost_touch_message(exc: BaseException) -> str:
@@ -347,7 +353,13 @@ def run_distributed(config: TrainConfig, host, consume) -> int:
         world = int(os.environ.get("WORLD_SIZE", config.world_size) or 1)
         if world > 1:
             exc = RNNStudioError(f"rank {os.environ.get('RANK', config.rank)} of {world}: {exc}")
+        # Said now: leaving the group can take a while, and torchrun may SIGTERM this rank meanwhile.
         write_error_file(f"rnnstudio: error: {exc}")
+        try:
+            print(f"rnnstudio: error: {exc}", file=sys.stderr, flush=True)
+            exc.reported = True
+        except (OSError, ValueError):
+            pass
         raise exc from None
     finally:
         if trainer is not None:
