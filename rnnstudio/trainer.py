@@ -15,6 +15,7 @@ from .corpus_cache import encode_corpus
 from .data import BatchPlan, EncodedCorpus, Vocab, train_val_split
 from .devices import resolve_device
 from .errors import RNNStudioError
+from .contracts import checked_pieces, plugin_label, probe_cell
 from .plugins import describe_failure
 from .model import ModelConfig, RNNLanguageModel, count_parameters, detach_state, state_tensors
 from .sampling import SamplingConfig, generate_text
@@ -104,6 +105,7 @@ def _load_corpus(host, config: TrainConfig, vocab: Vocab | None,
     source = f"corpus {config.corpus!r}"
     try:
         corpus = corpus_cls(**config.corpus_options)
+        corpus.iter_text = checked_pieces(corpus.iter_text, plugin_label(host, "corpus", config.corpus))
         preprocess = config.preprocess or corpus_cls.default_preprocess
         encoded = encode_corpus(corpus, tokenizer=config.tokens, preprocess=preprocess, min_freq=config.min_freq,
                                 max_tokens=config.max_tokens, vocab=vocab, warn=warn)  # cached: see corpus_cache
@@ -246,6 +248,7 @@ class Trainer:
             raise RNNStudioError(f"the cell plugin could not be built: {describe_failure(exc)}",
                                  source=f"cell {cfg.cell!r}") from None
         self.model = model
+        probe_cell(model, train_ids, plugin_label(self.host, "cell", cfg.cell))  # shapes and state, once
         params = list(model.parameters())
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=cfg.learning_rate)
