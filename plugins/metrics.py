@@ -32,6 +32,7 @@ class _NLLSum(Metric):
 
 class Perplexity(_NLLSum):
     name = "perplexity"
+    on_train = True  # a sum per batch: the progress line and the train curves show it
     description = "exp(mean cross-entropy) over all tokens: the model is as unsure as a fair die with this many sides."
 
     def value(self):
@@ -45,6 +46,7 @@ class Perplexity(_NLLSum):
 
 class CrossEntropy(_NLLSum):
     name = "cross-entropy"
+    on_train = True
     description = "Mean negative log-likelihood per token, in nats."
 
     def value(self):

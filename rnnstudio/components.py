@@ -110,6 +110,9 @@ class Metric(Component):
 
     #: True when a larger value is better (accuracy); False for perplexity or loss.
     higher_is_better: ClassVar[bool] = False
+    #: True: ``update`` also runs on every training batch (the value joins the train curves). False (the
+    #: default): only at validation and in ``score``, so a slow metric never slows training down.
+    on_train: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.options = type(self).resolve_options(options)

@@ -96,6 +96,11 @@ class TrainConfig:
                                       placeholder="off",  # None: no event files (the tensorboard extra is optional)
                                       help="also write TensorBoard event files to DIR/<model name> "
                                            "(pip install 'rnnstudio[tensorboard]')")
+    metrics: str = setting("", group="saving", metavar="A,B", placeholder="all",  # "": every registered metric
+                           help="the metric plugins to compute, comma-separated (perplexity always runs; "
+                                "default: all)")
+    metric_options: dict[str, Any] = setting(default_factory=dict, group="saving", flag="--metric-opt",
+                                             metavar="NAME.KEY=VALUE", help="a metric option; repeatable")
     save: bool = setting(True, group="saving", cli=False, gui=False,  # False: in memory only (benchmarks)
                          help="save the model")
     # data parallelism (set by the distributed launcher)

@@ -16,6 +16,8 @@ from .data import BatchPlan, EncodedCorpus, Vocab, train_val_split
 from .devices import resolve_device
 from .errors import RNNStudioError
 from .contracts import checked_pieces, plugin_label, probe_cell
+from .metric_selection import choose_metrics
+from .metric_selection import factories as metric_factories
 from .plugins import describe_failure
 from .model import ModelConfig, RNNLanguageModel, count_parameters, detach_state, state_tensors
 from .sampling import SamplingConfig, generate_text
@@ -32,7 +34,10 @@ from .events import Checkpointed, Evaluated, Event, Finished, Progress, Sampled,
 # -- evaluation ---------------------------------------------------------------------------
 
 class MetricSet:
-    """The metric plugins for one split; a metric that raises is disabled with a warning."""
+    """The metric plugins for one split; a metric that raises is disabled with a warning.
+
+    ``classes`` maps each name to what builds the metric: its class, or a class with options bound
+    (``rnnstudio.metric_selection.factories``)."""
 
     def __init__(self, classes: dict[str, type], warn):
         self.metrics = {}
@@ -201,7 +206,7 @@ class Trainer:
             saved = ckpt.read_config(path)
             ckpt.check_resume(path, saved, self.host)  # shapes against the saved state before anything is built
             keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "device", "threads", "eval_every",
-                                                  "sample_every", "checkpoint_every", "checkpoint_minutes",
+                                                  "sample_every", "checkpoint_every", "checkpoint_minutes", "metrics", "metric_options",
                                                   "save", "rank", "world_size", "tensorboard")}
             if cfg.lr is not None:
                 keep["lr"] = cfg.lr  # a resume may lower the learning rate, e.g. after a divergence
@@ -210,7 +215,7 @@ class Trainer:
         cfg.validate()
         device = resolve_device(cfg.device)
         self._tuner = thread_tuner(cfg, device)
-        metric_classes = {n: self.host.metric(n) for n in self.host.names("metric")}
+        metric_classes = choose_metrics(self.host, cfg.metrics, cfg.metric_options)  # {name: (class, options)}
         cell_cls = self.host.cell(cfg.cell)
         cell_cls.resolve_options(cfg.cell_options)  # option errors before any work
 
@@ -339,8 +344,8 @@ class Trainer:
               batch_start, hidden, best_val, total, steps_per_epoch, sample_prefix):
         cfg = self.config
         warnings_out: list[str] = []
-        train_metrics = MetricSet(metric_classes, warnings_out.append)
-        val_metrics = self.make_metric_set(metric_classes, warnings_out.append, split="val")
+        train_metrics = MetricSet(metric_factories(metric_classes, train=True), warnings_out.append)
+        val_metrics = self.make_metric_set(metric_factories(metric_classes), warnings_out.append, split="val")
         params = [p for p in model.parameters() if p.requires_grad]
         tokens_done = 0
         run_steps = 0  # steps taken by this process (a resumed run starts at its checkpoint's step)
