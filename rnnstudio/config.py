@@ -99,7 +99,7 @@ class TrainConfig:
     metrics: str = setting("", group="saving", metavar="A,B", placeholder="all",  # "": every registered metric
                            help="the metric plugins to compute, comma-separated (perplexity always runs; "
                                 "default: all)")
-    metric_options: dict[str, Any] = setting(default_factory=dict, group="saving", flag="--metric-opt",
+    metric_options: dict[str, Any] = setting(default_factory=dict, group="saving", flag="--metric-opt", gui=False,
                                              metavar="NAME.KEY=VALUE", help="a metric option; repeatable")
     save: bool = setting(True, group="saving", cli=False, gui=False,  # False: in memory only (benchmarks)
                          help="save the model")
