@@ -1,8 +1,10 @@
-"""Built-in metrics: perplexity, cross-entropy, bits per token and top-1 accuracy."""
+"""Built-in metrics: perplexity, cross-entropy, bits per token and per character, and top-1 accuracy."""
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 import rnnstudio
 from rnnstudio import Metric
@@ -61,6 +63,46 @@ class BitsPerToken(_NLLSum):
         return self.mean_nll() / math.log(2)
 
 
+class NatsPerChar(_NLLSum):
+    name = "nats-per-char"
+    description = ("Negative log-likelihood per character of the predicted text, in nats: compares models "
+                   "whose tokenizers differ.")
+
+    def use_vocab(self, vocab):
+        self.lengths = torch.tensor(vocab.char_lengths(), dtype=torch.float64)  # characters each token id stands for
+
+    def reset(self):
+        super().reset()
+        self.chars = 0.0
+
+    def update(self, logits, targets, nll):
+        lengths = getattr(self, "lengths", None)
+        if lengths is None:
+            return  # no vocabulary given: nothing to count characters with
+        if lengths.device != targets.device:
+            self.lengths = lengths = lengths.to(targets.device)
+        super().update(logits, targets, nll)
+        self.chars += float(lengths[targets].sum())
+
+    def state(self):
+        return {**super().state(), "chars": self.chars}
+
+    def merge(self, state):
+        super().merge(state)
+        self.chars += state["chars"]
+
+    def value(self):
+        return self.total / self.chars if self.chars else float("nan")
+
+
+class BitsPerChar(NatsPerChar):
+    name = "bits-per-char"
+    description = "Negative log2-likelihood per character of the predicted text: bits to encode each character."
+
+    def value(self):
+        return super().value() / math.log(2)
+
+
 class Accuracy(Metric):
     name = "accuracy"
     description = "Top-1 next-token accuracy: how often the most likely token is the right one."
@@ -90,4 +132,6 @@ def register_metrics(register):
     register(Perplexity)
     register(CrossEntropy)
     register(BitsPerToken)
+    register(NatsPerChar)
+    register(BitsPerChar)
     register(Accuracy)

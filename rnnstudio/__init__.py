@@ -14,6 +14,7 @@ _EXPORTS = {
     "Metric": "components",
     "Observer": "observers",
     "Param": "params",
+    "Tokenizer": "components",
     "RNNStudioError": "errors",
     "hookimpl": "hookspecs",
     "atomic_write": "fileio",

@@ -1,8 +1,8 @@
-"""Base classes for the three kinds of plugin component: corpora, cells and metrics."""
+"""Base classes for the kinds of plugin component: corpora, cells, metrics and tokenizers."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -106,6 +106,9 @@ class Metric(Component):
     Optional, for data-parallel training: ``state()`` returns the accumulated numbers as a
     small JSON-like dict and ``merge(state)`` adds another process's state, so validation
     reports the value over the whole split. Without them a metric reports rank 0's share.
+
+    Optional: ``use_vocab(vocab)`` is called with the model's ``Vocab`` before the first update (for
+    metrics per character: ``vocab.char_lengths()``).
     """
 
     #: True when a larger value is better (accuracy); False for perplexity or loss.
@@ -126,3 +129,49 @@ class Metric(Component):
 
     def value(self) -> float:
         raise NotImplementedError
+
+
+class Tokenizer(Component):
+    """Cuts text into tokens (strings) and joins tokens back into text. The core numbers the tokens
+    (``<unk>`` is 0) and keeps that vocabulary; a tokenizer only decides what a token is.
+
+    A tokenizer that learns from the corpus (BPE) does it in ``fit``; what it learned comes back from
+    ``state()`` as JSON and is given to ``load_state`` when a saved model is opened (``tokenizer.json``).
+    """
+
+    #: What a token is called in score's output: "characters", "words", "tokens".
+    unit: ClassVar[str] = "tokens"
+    #: The text between two joined tokens: "" when tokens are pieces of the text, " " for words.
+    separator: ClassVar[str] = ""
+    #: True when every character is one token: the core then encodes in one vectorised pass.
+    one_token_per_character: ClassVar[bool] = False
+    #: True when a token never spans whitespace, so the corpus may be cut into pieces at whitespace only.
+    #: False: pieces may be cut anywhere (characters).
+    whole_words: ClassVar[bool] = True
+
+    def __init__(self, **options: Any):
+        self.options = type(self).resolve_options(options)
+
+    def fit(self, pieces: Callable[[], Iterable[str]]) -> None:
+        """Learn from the training text before it is encoded; ``pieces()`` iterates over it afresh each call.
+        The default learns nothing."""
+
+    def split(self, text: str) -> list[str]:
+        """The tokens of ``text``, in order."""
+        raise NotImplementedError(f"tokenizer {self.name!r} does not implement split()")
+
+    def join(self, tokens: Sequence[str]) -> str:
+        """The text of a sequence of tokens (generation decodes with this)."""
+        return self.separator.join(tokens)
+
+    def learnt_tokens(self) -> list[str] | None:
+        """Every token a fitted tokenizer can produce, so each gets an id whether the corpus shows it or not;
+        None (the default): the vocabulary is the tokens seen in the corpus."""
+        return None
+
+    def state(self) -> dict:
+        """What ``fit`` learned, as JSON-able data (saved as ``tokenizer.json``); {} when nothing."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Restore what ``state()`` returned. Raise ``ValueError`` for data that is not a valid state."""

@@ -20,14 +20,45 @@ SEED_MAX = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
 @dataclass
 class TrainConfig:
     """One training run. Settings marked ``saved`` belong to the model: a resume keeps their saved values."""
+class RegisteredNames:
+    """The names of one kind of plugin component, as a setting's choices (the GUI's list). Listing them loads
+    the plugins; a membership test only checks for a name, since the component is looked up, with a
+    "did you mean", when it is made (and reading a saved model's settings never loads plugins)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def _names(self) -> list[str]:
+        from .plugins import default_host
+
+        return default_host().names(self.kind)
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and bool(name.strip())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"RegisteredNames({self.kind!r})"
+
+
 
     # data
     corpus: str = setting("python-docs", group="data", saved=True,  # the offline built-in default
                           help="corpus plugin")
     corpus_options: dict[str, Any] = setting(default_factory=dict, group="data", saved=True, flag="--corpus-opt",
                                              help="a corpus option; repeatable")
-    tokens: str = setting("char", group="data", saved=True, choices=("char", "word"),  # d2l 8.5 is char-level
-                          choice_labels=("characters", "words"), help="what a token is")
+    tokens: str = setting("char", group="data", saved=True, choices=RegisteredNames("tokenizer"),  # d2l 8.5: chars
+                          metavar="NAME", help="tokenizer plugin: what a token is (char, word, bpe, ...)")
+    tokens_options: dict[str, Any] = setting(default_factory=dict, group="data", saved=True, flag="--tokens-opt",
+                                             help="a tokenizer option, e.g. vocab_size=2000 for bpe; repeatable")
     preprocess: str | None = setting(None, group="data", saved=True, choices=("raw", "d2l"),
                                      # None: the corpus's own default (d2l for time-machine, raw otherwise)
                                      placeholder="corpus default", help="d2l: lowercase, non-letters to spaces (default: the corpus's own)")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from . import paths
-from .data import EncodedCorpus, Vocab, compact_dtype, encode_stream
+from .data import EncodedCorpus, Vocab, compact_dtype, encode_stream, tokenizer_for
 from .fileio import atomic_write, atomic_write_json
 
-FORMAT = 1
+FORMAT = 2  # 2: the tokenizer is a plugin (name, options and learnt state)
 KEEP = 8  # cached corpora kept; the least recently used beyond that are deleted
 MIN_TOKENS = 1 << 20  # smaller corpora encode in milliseconds: not worth a file
 
@@ -39,16 +39,18 @@ def cache_folder() -> Path:
     return paths.cache_dir() / "encoded"
 
 
-def cache_key(corpus, *, tokenizer: str, preprocess: str, min_freq: int, max_tokens: int,
+def cache_key(corpus, *, tokenizer, preprocess: str, min_freq: int, max_tokens: int,
               vocab: Vocab | None) -> dict | None:
     """Everything the encoded ids depend on, or None when the corpus cannot say what its text is without reading it."""
     fingerprint = corpus.fingerprint()
     if fingerprint is None:
         return None
+    tokenizer = tokenizer_for(tokenizer)
     return {"format": FORMAT, "corpus": corpus.name, "plugin": f"{type(corpus).__module__}.{type(corpus).__qualname__}",
-            "options": corpus.options, "fingerprint": fingerprint, "tokenizer": tokenizer, "preprocess": preprocess,
+            "options": corpus.options, "fingerprint": fingerprint,
+            "tokenizer": {"name": tokenizer.name, "options": tokenizer.options}, "preprocess": preprocess,
             "min_freq": min_freq, "max_tokens": max_tokens,
-            "vocab": _digest(vocab.to_json()) if vocab is not None else None}
+            "vocab": _digest([vocab.to_json(), vocab.text_tokenizer.state()]) if vocab is not None else None}
 
 
 def _digest(obj) -> str:
@@ -59,7 +61,7 @@ def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def encode_corpus(corpus, *, tokenizer: str = "char", preprocess: str = "raw", min_freq: int = 0, max_tokens: int = 0,
+def encode_corpus(corpus, *, tokenizer="char", preprocess: str = "raw", min_freq: int = 0, max_tokens: int = 0,
                   vocab: Vocab | None = None, warn: Callable[[str], None] = lambda message: None) -> EncodedCorpus:
     """``encode_stream`` over ``corpus.iter_text``, through the cache when the corpus has a fingerprint.
 
@@ -67,17 +69,19 @@ def encode_corpus(corpus, *, tokenizer: str = "char", preprocess: str = "raw", m
     re-encoded (with a warning when a cache file was damaged). A cache that cannot be written costs a warning,
     never the run. Corpora under ``MIN_TOKENS`` tokens are not written.
     """
+    tokenizer = vocab.text_tokenizer if vocab is not None else tokenizer_for(tokenizer)
     settings = dict(tokenizer=tokenizer, preprocess=preprocess, min_freq=min_freq, max_tokens=max_tokens, vocab=vocab)
     key = cache_key(corpus, **settings)
     if key is None:
         return encode_stream(corpus.iter_text, **settings)
     folder = cache_folder()
     name = _digest(key)[:32]
-    hit = _read(folder, name, key, warn)
+    hit = _read(folder, name, key, warn, tokenizer)
     if hit is None and vocab is not None:  # a resume: the encoding made with the vocabulary it was built from
         plain = cache_key(corpus, **{**settings, "vocab": None})
-        hit = _read(folder, _digest(plain)[:32], plain, warn)
-        if hit is not None and hit.vocab.to_json() != vocab.to_json():
+        hit = _read(folder, _digest(plain)[:32], plain, warn, tokenizer)
+        if hit is not None and (hit.vocab.to_json(), hit.vocab.text_tokenizer.state()) != (
+                vocab.to_json(), vocab.text_tokenizer.state()):
             hit = None
     if hit is not None:
         return hit
@@ -103,11 +107,11 @@ def _write(folder: Path, name: str, key: dict, encoded: EncodedCorpus) -> None:
     atomic_write(folder / f"{name}.npy", write_ids)
     atomic_write_json(folder / f"{name}.json", {
         "key": json.loads(_canonical(key)), "length": int(len(ids)), "dtype": str(ids.dtype), "crc32": zlib.crc32(memoryview(ids)),
-        "vocab": encoded.vocab.to_json(), "counts": list(encoded.counts.items()),
+        "vocab": encoded.vocab.to_json(), "tokenizer_state": encoded.vocab.text_tokenizer.state(), "counts": list(encoded.counts.items()),
     })
 
 
-def _read(folder: Path, name: str, key: dict, warn) -> EncodedCorpus | None:
+def _read(folder: Path, name: str, key: dict, warn, tokenizer) -> EncodedCorpus | None:
     meta_path, ids_path = folder / f"{name}.json", folder / f"{name}.npy"
     if not meta_path.exists():
         return None
@@ -115,7 +119,10 @@ def _read(folder: Path, name: str, key: dict, warn) -> EncodedCorpus | None:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if _canonical(meta["key"]) != _canonical(key):
             return None  # a digest collision, or options that do not survive JSON: not this corpus
-        vocab = Vocab.from_json(meta["vocab"])
+        fitted = type(tokenizer)(**tokenizer.options)  # with what it learnt from this corpus
+        if meta["tokenizer_state"]:
+            fitted.load_state(meta["tokenizer_state"])
+        vocab = Vocab.from_json(meta["vocab"], fitted)
         ids = np.load(ids_path, mmap_mode="c", allow_pickle=False)  # copy-on-write: pages stay shared
         expected = torch.empty(0, dtype=compact_dtype(len(vocab))).numpy().dtype
         problem = None

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .errors import RNNStudioError
-from .vocab import TOKENIZERS, UNK, Vocab, tokenize  # noqa: F401  (re-exported: the data API)
+from .vocab import UNK, Vocab, tokenize, tokenizer_for  # noqa: F401  (re-exported: the data API)
 
 PREPROCESSINGS = ("raw", "d2l")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
@@ -27,11 +27,11 @@ def d2l_preprocess_line(line: str) -> str:
     return _NON_LETTERS.sub(" ", line).strip().lower()
 
 
-def _pieces(chunks: Iterable[str], tokenizer: str, preprocess: str) -> Iterator[str]:
-    """Re-chunk a text stream so that no piece splits a line (d2l) or a word (word tokens),
+def _pieces(chunks: Iterable[str], tokenizer, preprocess: str) -> Iterator[str]:
+    """Re-chunk a text stream so that no piece splits a line (d2l) or a word (a tokenizer of whole words),
     then apply the preprocessing. d2l joins its preprocessed lines with nothing between them."""
     need_lines = preprocess == "d2l"
-    need_words = tokenizer == "word"
+    need_words = tokenizer_for(tokenizer).whole_words
     joiner = " " if need_words else ""  # d2l keeps each line's words apart; its characters run together
     carry = ""
     for chunk in chunks:
@@ -192,36 +192,45 @@ def _code_points(piece: str) -> np.ndarray:
         return np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def count_tokens(chunks: Iterable[str], tokenizer: str, preprocess: str) -> Counter:
-    if tokenizer == "char":
+def count_tokens(chunks: Iterable[str], tokenizer, preprocess: str) -> Counter:
+    tokenizer = tokenizer_for(tokenizer)
+    if tokenizer.one_token_per_character:
         chars = _CharEncoder(limit=1)  # counts only
         for piece in _pieces(chunks, tokenizer, preprocess):
             chars.add(piece)
         return chars.counter()
     counts: Counter = Counter()
     for piece in _pieces(chunks, tokenizer, preprocess):
-        counts.update(piece.split())
+        counts.update(tokenizer.split(piece))
     return counts
 
 
-def _encode_words(piece: str, vocab: Vocab, limit: int) -> np.ndarray:
-    """At most ``limit`` word ids of ``piece``."""
-    return np.fromiter((vocab.token_to_idx.get(w, 0) for w in piece.split()), dtype=np.int64)[:limit]
+def fit_tokenizer(chunks_factory, tokenizer, preprocess: str) -> None:
+    """Let a tokenizer that learns from the corpus (``fit``) see its preprocessed text."""
+    if not tokenizer.one_token_per_character:
+        tokenizer.fit(lambda: _pieces(chunks_factory(), tokenizer, preprocess))
 
 
-def encode_stream(chunks_factory, *, tokenizer: str = "char", preprocess: str = "raw", min_freq: int = 0,
+def _encode_split(piece: str, vocab: Vocab, tokenizer, limit: int) -> np.ndarray:
+    """At most ``limit`` token ids of ``piece``."""
+    return np.fromiter((vocab.token_to_idx.get(t, 0) for t in tokenizer.split(piece)), dtype=np.int64)[:limit]
+
+
+def encode_stream(chunks_factory, *, tokenizer="char", preprocess: str = "raw", min_freq: int = 0,
                   max_tokens: int = 0, vocab: Vocab | None = None) -> EncodedCorpus:
-    """Encode a text stream into one compact id tensor: characters in one vectorised pass, words in two
-    (count, then encode).
+    """Encode a text stream into one compact id tensor: characters in one vectorised pass, other tokens in
+    two (count, then encode), after the tokenizer's ``fit`` on a new vocabulary.
 
-    ``chunks_factory()`` must return a fresh iterator over the text each time it is called. Only one piece
-    of text and about two copies of the ids (one byte per character for most text) are in memory at once.
+    ``tokenizer`` is a ``Tokenizer`` or a registered name; with ``vocab`` given, the vocabulary's own tokenizer
+    is used. ``chunks_factory()`` must return a fresh iterator over the text each time it is called. Only one
+    piece of text and about two copies of the ids (one byte per character for most text) are in memory at once.
     """
-    if tokenizer not in TOKENIZERS:
-        raise RNNStudioError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZERS)}")
     if preprocess not in PREPROCESSINGS:
         raise RNNStudioError(f"unknown preprocessing {preprocess!r}; use one of {', '.join(PREPROCESSINGS)}")
-    if tokenizer == "char":
+    tokenizer = vocab.text_tokenizer if vocab is not None else tokenizer_for(tokenizer)
+    if vocab is None:
+        fit_tokenizer(chunks_factory, tokenizer, preprocess)
+    if tokenizer.one_token_per_character:
         chars = _CharEncoder(limit=max(max_tokens, 0))
         for piece in _pieces(chunks_factory(), tokenizer, preprocess):
             chars.add(piece)
@@ -231,7 +240,7 @@ def encode_stream(chunks_factory, *, tokenizer: str = "char", preprocess: str = 
     counts = count_tokens(chunks_factory(), tokenizer, preprocess)
     total = sum(counts.values())
     if vocab is None:
-        vocab = Vocab.build(counts, min_freq=min_freq, tokenizer=tokenizer)
+        vocab = Vocab.build(counts, min_freq=min_freq, reserved=tokenizer.learnt_tokens() or (), tokenizer=tokenizer)
     n = min(total, max_tokens) if max_tokens > 0 else total
     ids = torch.empty(n, dtype=compact_dtype(len(vocab)))
     out = ids.numpy()
@@ -239,7 +248,7 @@ def encode_stream(chunks_factory, *, tokenizer: str = "char", preprocess: str = 
     for piece in _pieces(chunks_factory(), tokenizer, preprocess):
         if pos >= n:
             break
-        enc = _encode_words(piece, vocab, n - pos)
+        enc = _encode_split(piece, vocab, tokenizer, n - pos)
         out[pos: pos + len(enc)] = enc
         pos += len(enc)
     return EncodedCorpus(vocab, ids[:pos], counts)

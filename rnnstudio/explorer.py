@@ -84,7 +84,7 @@ def explore(loaded, text: str, *, max_tokens: int = MAX_TOKENS) -> Activations:
     acts = collect_activations(loaded.model, tok.ids, tok.tokens, name=loaded.name,
                                cell=loaded.config.get("model", {}).get("cell", ""))
     acts.notes = notes
-    acts.separator = " " if tok.tokenizer == "word" else ""
+    acts.separator = loaded.vocab.separator
     return acts
 
 

@@ -34,6 +34,15 @@ def register_metrics(register):
 
 
 @hookspec
+def register_tokenizers(register):
+    """Register tokenizer classes by calling ``register(MyTokenizer)`` for each.
+
+    A tokenizer class subclasses ``rnnstudio.Tokenizer`` and implements ``split(text)``; one that
+    learns from the corpus also implements ``fit(pieces)``, ``state()`` and ``load_state(state)``.
+    """
+
+
+@hookspec
 def register_observers(register):
     """Register observer classes by calling ``register(MyObserver)`` for each.
 

@@ -22,12 +22,13 @@ def explain(loaded, text: str, *, host=None, top_k: int = TOP_K, device=None, ex
     and the text is scored as parallel streams with a burn-in (``exact`` keeps one stream).
     """
     result = explain_text(loaded, text, host=host, top_k=top_k, device=device, exact=exact)
-    result["worked_example"] = worked_example(result["rows"])
+    result["worked_example"] = worked_example(result["rows"], chars=result.get("chars"))
     return result
 
 
-def worked_example(rows: list[dict], first: int = WORKED_TOKENS) -> dict:
-    """How the numbers add up: -ln p per token, their mean, exp of the mean; then the same over all tokens."""
+def worked_example(rows: list[dict], first: int = WORKED_TOKENS, *, chars: int | None = None) -> dict:
+    """How the numbers add up: -ln p per token, their mean, exp of the mean; then the same over all tokens,
+    and per character of the predicted text when ``chars`` (its length) is given."""
     head = rows[:first]
     nlls = [r["nll"] for r in head]
     sum_head = math.fsum(nlls)
@@ -43,6 +44,9 @@ def worked_example(rows: list[dict], first: int = WORKED_TOKENS) -> dict:
     steps.append(f"all {len(rows)} tokens: mean NLL = {total:.4f} / {len(rows)} = {mean:.6f} nats")
     steps.append(f"perplexity = exp(mean NLL) = exp({mean:.6f}) = {math.exp(mean):.6f}")
     steps.append(f"bits per token = mean NLL / ln 2 = {mean:.6f} / {math.log(2):.6f} = {mean / math.log(2):.6f}")
+    if chars:
+        steps.append(f"nats per character = total NLL / characters predicted = {total:.4f} / {chars} "
+                     f"= {total / chars:.6f} (bits per character {total / chars / math.log(2):.6f})")
     return {
         "first": [{"position": r["position"], "token": r["token"], "probability": r["probability"], "nll": r["nll"]}
                   for r in head],
@@ -54,6 +58,7 @@ def worked_example(rows: list[dict], first: int = WORKED_TOKENS) -> dict:
         "mean_nll": mean,
         "perplexity": math.exp(mean),
         "bits_per_token": mean / math.log(2),
+        "nats_per_char": total / chars if chars else None,
         "steps": steps,
     }
 
@@ -96,7 +101,11 @@ def compare(loaded_a, loaded_b, text: str, *, host=None, top_k: int = TOP_K, dev
     va, vb = loaded_a.vocab, loaded_b.vocab
     if va.tokenizer != vb.tokenizer:
         raise RNNStudioError(f"the models use different tokenizers ({loaded_a.name}: {va.tokenizer}, "
-                             f"{loaded_b.name}: {vb.tokenizer}); per-token comparison needs the same tokens")
+                             f"{loaded_b.name}: {vb.tokenizer}); per-token comparison needs the same tokens "
+                             f"(compare their nats per character instead: rnnstudio score)")
+    if va.text_tokenizer.state() != vb.text_tokenizer.state():
+        raise RNNStudioError(f"the models' {va.tokenizer} tokenizers learnt different tokens; per-token comparison "
+                             f"needs the same tokens (compare their nats per character instead: rnnstudio score)")
     pa, pb = model_preprocess(loaded_a), model_preprocess(loaded_b)
     if pa != pb:
         raise RNNStudioError(f"the models preprocess text differently ({loaded_a.name}: {pa}, {loaded_b.name}: {pb}); "

@@ -19,16 +19,16 @@ from typing import Any
 import pluggy
 
 from . import hookspecs, paths
-from .components import Cell, Component, Corpus, Metric
+from .components import Cell, Component, Corpus, Metric, Tokenizer
 from .errors import RNNStudioError
 from .observers import Observer
 
 ENTRY_POINT_GROUP = "rnnstudio"
-BUILTIN_MODULES = ("corpora", "cells", "metrics", "observers")
+BUILTIN_MODULES = ("corpora", "cells", "metrics", "observers", "tokenizers")
 CORE_PLUGINS = ("runs",)  # core modules with hookimpls (the run records), loaded before the built-ins
-KINDS = {"corpus": Corpus, "cell": Cell, "metric": Metric, "observer": Observer}
+KINDS = {"corpus": Corpus, "cell": Cell, "metric": Metric, "observer": Observer, "tokenizer": Tokenizer}
 _HOOK_FOR_KIND = {"corpus": "register_corpora", "cell": "register_cells", "metric": "register_metrics",
-                  "observer": "register_observers"}
+                  "observer": "register_observers", "tokenizer": "register_tokenizers"}
 
 
 @dataclass(frozen=True)

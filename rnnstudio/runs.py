@@ -31,7 +31,7 @@ WRITE_SECONDS = 10.0  # rewrite the record after a validation at most this often
 
 CSV_COLUMNS = ("id", "model", "status", "started", "corpus", "cell", "tokens", "hidden_size", "num_layers",
                "optimizer", "lr", "batch_size", "seq_len", "steps", "parameters", "device", "seconds",
-               "tokens_per_s", "train_perplexity", "val_perplexity", "best_val_perplexity", "error")
+               "tokens_per_s", "train_perplexity", "val_perplexity", "best_val_perplexity", "val_nats_per_char", "error")
 
 
 def _now_iso() -> str:
@@ -302,6 +302,10 @@ def rename_model_runs(old: str, new: str) -> int:
     return changed
 
 
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def run_row(record: dict) -> dict:
     """One flat row per run: what the table, ``rnnstudio runs`` and the CSV show."""
     if record.get("status") == "broken":
@@ -316,16 +320,28 @@ def run_row(record: dict) -> dict:
         "seq_len": cfg.get("seq_len"), "steps": final.get("steps"), "parameters": record.get("parameters"),
         "device": record.get("device"), "seconds": record.get("seconds"), "tokens_per_s": final.get("tokens_per_s"),
         "train_perplexity": final.get("train_perplexity"), "val_perplexity": final.get("val_perplexity"),
-        "best_val_perplexity": final.get("best_val_perplexity"), "error": record.get("error"),
+        "best_val_perplexity": final.get("best_val_perplexity"),
+        "val_nats_per_char": _number((final.get("val") or {}).get("nats-per-char")),  # compares across tokenizers
+        "error": record.get("error"),
     }
 
 
+def _final_val(record: dict) -> dict:
+    val = (record.get("final") or {}).get("val") if record.get("status") != "broken" else None
+    return {k: v for k, v in val.items() if isinstance(k, str) and _number(v) is not None} if isinstance(val, dict) else {}
+
+
 def runs_csv(records: list[dict]) -> str:
+    """One row per run: the columns of ``run_row``, then ``val <metric>`` for every metric any run validated
+    (plugin metrics included)."""
+    metrics = sorted({name for record in records for name in _final_val(record)})
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=[*CSV_COLUMNS, *(f"val {m}" for m in metrics)], lineterminator="\n")
     writer.writeheader()
     for record in records:
-        writer.writerow({k: ("" if v is None else v) for k, v in run_row(record).items()})
+        val = _final_val(record)
+        row = {**run_row(record), **{f"val {m}": val.get(m) for m in metrics}}
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buf.getvalue()
 
 

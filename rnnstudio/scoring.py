@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import _pieces, encode_stream, tokenize
+from .data import _pieces, encode_stream
 from .errors import RNNStudioError
 
 STREAMS = 64  # parallel streams: rows enough to keep the matrix units busy (32 and 64 measured alike on 1 thread)
@@ -65,8 +65,9 @@ def tokenize_for_model(loaded, text: str) -> TokenizedText:
     preprocess = model_preprocess(loaded)
     vocab = loaded.vocab
     ids = encode_for_model(loaded, lambda: iter([text]))
-    shown = "".join(_pieces([text], vocab.tokenizer, preprocess))  # the very text the encoder tokenized
-    tokens = tokenize(shown, vocab.tokenizer)
+    tokenizer = vocab.text_tokenizer
+    shown = "".join(_pieces([text], tokenizer, preprocess))  # the very text the encoder tokenized
+    tokens = tokenizer.split(shown)
     if len(tokens) != len(ids):  # never expected; fall back to the vocabulary's spelling
         tokens = [vocab.idx_to_token[i] for i in ids.tolist()]
     return TokenizedText(tokens, ids, preprocess, vocab.tokenizer)
@@ -168,10 +169,19 @@ def predictions(model, ids: torch.Tensor, *, streams: int = STREAMS, burn_in: in
 
 # -- metrics over a text ------------------------------------------------------------------------------
 
-def metric_set(host, warn):
+def metric_set(host, warn, vocab=None):
     from .trainer import MetricSet
 
-    return MetricSet({n: host.metric(n) for n in host.names("metric")}, warn)
+    return bind_vocab(MetricSet({n: host.metric(n) for n in host.names("metric")}, warn), vocab)
+
+
+def bind_vocab(metrics, vocab):
+    """Hand the model's vocabulary to the metrics that ask for it (``use_vocab``: the per-character ones)."""
+    if vocab is not None:
+        for name, m in list(metrics.metrics.items()):
+            if callable(getattr(m, "use_vocab", None)):
+                metrics._guard(name, lambda m=m: m.use_vocab(vocab))
+    return metrics
 
 
 def score_ids(model, ids: torch.Tensor, metrics, *, streams: int = STREAMS, burn_in: int = BURN_IN,
@@ -185,10 +195,6 @@ def score_ids(model, ids: torch.Tensor, metrics, *, streams: int = STREAMS, burn
     return metrics.values()
 
 
-def _unit(tokenizer: str) -> str:
-    return "words" if tokenizer == "word" else "characters"
-
-
 def score_stream(loaded, chunks_factory, *, host=None, exact: bool = False, streams: int = STREAMS,
                  burn_in: int = BURN_IN, device=None) -> dict:
     """Perplexity and the other metrics of a text stream (``chunks_factory()`` -> iterator of str)."""
@@ -199,11 +205,11 @@ def score_stream(loaded, chunks_factory, *, host=None, exact: bool = False, stre
     if len(ids) < 2:
         raise RNNStudioError("the text has fewer than 2 tokens; there is nothing to score")
     warns: list[str] = []
-    metrics = metric_set(host, warns.append)
+    metrics = metric_set(host, warns.append, loaded.vocab)
     streams = 1 if exact else streams
     layout = plan_streams(len(ids) - 1, streams, burn_in)
     values = score_ids(loaded.model, ids, metrics, streams=streams, burn_in=burn_in, device=device)
-    return {"model": loaded.name, "tokens": len(ids), "scored": len(ids) - 1, "unit": _unit(loaded.vocab.tokenizer),
+    return {"model": loaded.name, "tokens": len(ids), "scored": len(ids) - 1, "unit": loaded.vocab.text_tokenizer.unit,
             "unknown": int((ids == loaded.vocab.unk).sum()), **values, "streams": layout.streams,
             "burn_in": layout.burn_in, "warnings": warns}
 
@@ -304,7 +310,7 @@ def explain_text(loaded, text: str, *, host=None, top_k: int = TOP_K, exact: boo
     vocab = loaded.vocab
     host = host or default_host()
     warns: list[str] = []
-    metrics = metric_set(host, warns.append)
+    metrics = metric_set(host, warns.append, vocab)
     streams = 1 if exact else streams
     layout = plan_streams(len(tok.ids) - 1, streams, burn_in)
     scores = token_scores(loaded.model, tok.ids, metrics, top_k=top_k, streams=streams, burn_in=burn_in,
@@ -312,21 +318,26 @@ def explain_text(loaded, text: str, *, host=None, top_k: int = TOP_K, exact: boo
     values = metrics.values()
     rows = ExplainedRows(scores, tok.tokens, tok.ids, vocab)
     mean_nll = float(scores.nll.mean())
+    chars = int(np.asarray(vocab.char_lengths(), dtype=np.int64)[tok.ids[1:].numpy()].sum())  # predicted text
     return {
         **values,
         "model": loaded.name,
         "tokens": len(tok.ids),
         "scored": len(rows),
-        "unit": _unit(tok.tokenizer),
+        "unit": vocab.text_tokenizer.unit,
         "unknown": int((tok.ids == vocab.unk).sum()),
         "first_token": tok.tokens[0],
         "preprocess": tok.preprocess,
         "tokenizer": tok.tokenizer,
+        "separator": vocab.separator,  # the text between two tokens as shown
         "sum_nll": float(scores.nll.sum()),
         "mean_nll": mean_nll,
         "cross-entropy": mean_nll,
         "perplexity": math.exp(mean_nll) if mean_nll < 709 else math.inf,
         "bits-per-token": mean_nll / math.log(2),
+        "chars": chars,
+        "nats-per-char": float(scores.nll.sum()) / chars if chars else math.nan,
+        "bits-per-char": float(scores.nll.sum()) / chars / math.log(2) if chars else math.nan,
         "accuracy": float(np.mean(scores.rank == 1)),
         "streams": layout.streams,
         "burn_in": layout.burn_in,

@@ -112,7 +112,9 @@ def _load_corpus(host, config: TrainConfig, vocab: Vocab | None,
         corpus = corpus_cls(**config.corpus_options)
         corpus.iter_text = checked_pieces(corpus.iter_text, plugin_label(host, "corpus", config.corpus))
         preprocess = config.preprocess or corpus_cls.default_preprocess
-        encoded = encode_corpus(corpus, tokenizer=config.tokens, preprocess=preprocess, min_freq=config.min_freq,
+        tokenizer = vocab.text_tokenizer if vocab is not None else host.get("tokenizer", config.tokens)(
+            **config.tokens_options)
+        encoded = encode_corpus(corpus, tokenizer=tokenizer, preprocess=preprocess, min_freq=config.min_freq,
                                 max_tokens=config.max_tokens, vocab=vocab, warn=warn)  # cached: see corpus_cache
     except RNNStudioError as exc:
         raise RNNStudioError(str(exc), source=exc.source or source) from None
@@ -161,8 +163,12 @@ def _sample_prefix(preferred: str, vocab: Vocab, train_ids: torch.Tensor) -> str
     """The corpus's preferred preview prefix when the vocabulary knows all its tokens, else the text's first words."""
     if preferred and not vocab.unknown_tokens(preferred):
         return preferred
-    n = 3 if vocab.tokenizer == "word" else 8
-    return vocab.decode(train_ids[:n].tolist()) or vocab.idx_to_token[min(1, len(vocab) - 1)]
+    text = ""
+    for n in range(1, 9):  # the first tokens that make 8 characters (3 words, 8 characters)
+        text = vocab.decode(train_ids[:n].tolist())
+        if len(text) >= 8:
+            break
+    return text or vocab.idx_to_token[min(1, len(vocab) - 1)]
 
 
 def _model_name(config: TrainConfig) -> str:
@@ -219,7 +225,8 @@ class Trainer:
         cell_cls = self.host.cell(cfg.cell)
         cell_cls.resolve_options(cfg.cell_options)  # option errors before any work
 
-        vocab = ckpt.read_vocab(ckpt.model_path(cfg.name)) if saved else None
+        vocab = ckpt.read_vocab(ckpt.model_path(cfg.name), host=self.host) if saved else None
+        self.host.get("tokenizer", cfg.tokens)(**cfg.tokens_options)  # its option errors, a missing library
         load_warnings: list[str] = []
         encoded, corpus = _load_corpus(self.host, cfg, vocab, load_warnings.append)
         vocab = encoded.vocab
@@ -354,6 +361,10 @@ class Trainer:
         last_ckpt_time = time.monotonic()
         first_loss = self._first_loss  # None on a fresh run: the first step's loss becomes the reference
         explode_run = 0
+        from .scoring import bind_vocab
+
+        for metrics in (train_metrics, val_metrics):
+            bind_vocab(metrics, vocab)  # the per-character metrics count the characters of each token
         last_val: dict[str, float] = {}
         last_train: dict[str, float] = {}
         stopped = False

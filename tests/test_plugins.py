@@ -19,7 +19,8 @@ from rnnstudio.plugins import load_plugins
 BUILTIN = {
     "corpus": {"python-docs", "text-file", "time-machine"},
     "cell": {"rnn-scratch", "gru"},
-    "metric": {"perplexity", "cross-entropy", "bits-per-token", "accuracy"},
+    "metric": {"perplexity", "cross-entropy", "bits-per-token", "nats-per-char", "bits-per-char", "accuracy"},
+    "tokenizer": {"char", "word", "bpe"},
 }
 
 

@@ -117,9 +117,9 @@ def test_validation_uses_the_same_path(trained):
     loaded, corpus, _ = trained
     ids = torch.tensor(loaded.vocab.encode(corpus.read_text(encoding="utf-8")))
     host = default_host()
-    a = evaluate(loaded.model, ids, 8, 32, scoring.metric_set(host, print), "cpu")
-    b = scoring.score_ids(loaded.model, ids, scoring.metric_set(host, print), streams=8, seq_len=32)
-    assert a == b
+    a = evaluate(loaded.model, ids, 8, 32, scoring.metric_set(host, print, loaded.vocab), "cpu")
+    b = scoring.score_ids(loaded.model, ids, scoring.metric_set(host, print, loaded.vocab), streams=8, seq_len=32)
+    assert a == b and math.isfinite(a["nats-per-char"])
 
 
 def test_score_exact_and_streamed_explain_from_the_cli(trained, tmp_path):

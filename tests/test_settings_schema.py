@@ -72,7 +72,7 @@ def test_defaults_make_the_bare_command_and_parse_back():
 
 @pytest.mark.parametrize("field_name,value", [("hidden_size", 0), ("dropout", 1.0), ("lr", 0.0),
                                                ("lr", float("nan")), ("clip", float("nan")),
-                                               ("seed", 10**23), ("tokens", "bytes"), ("hidden_size", "abc")])
+                                               ("seed", 10**23), ("tokens", ""), ("hidden_size", "abc")])
 def test_out_of_range_values_name_the_setting_in_each_interface(field_name, value):
     config = dataclasses.replace(TrainConfig(), **{field_name: value})
     with pytest.raises(SettingError) as info:

@@ -23,8 +23,8 @@ NONE = "(none)"
 
 
 def visible(token: str) -> str:
-    """Newlines and tabs get a visible mark so their colour shows."""
-    return {"\n": "↵\n", "\t": "→\t"}.get(token, token)
+    """Newlines and tabs get a visible mark so their colour shows, inside longer tokens (BPE's) too."""
+    return token.replace("\n", "↵\n").replace("\t", "→\t")
 
 
 class TokenView(QTextEdit):
@@ -43,7 +43,8 @@ class TokenView(QTextEdit):
 
     def set_tokens(self, tokens: list[str], colours: list[tuple[int, int, int]], tips: list[str], *,
                    separator: str = "", lead: str = "") -> None:
-        """Draw ``tokens`` with background ``colours``; ``lead`` is uncoloured text before them."""
+        """Draw ``tokens`` with background ``colours``, each whole token in its colour whatever its length;
+        ``lead`` is uncoloured text before them."""
         self.clear()
         self.starts, self.tips = [], list(tips)
         cursor = QTextCursor(self.document())
@@ -110,7 +111,9 @@ def breakdown_html(result: dict) -> str:
         f"<p style='font-size:13pt'><b>{html.escape(result['model'])}</b>: "
         f"mean NLL = Σ NLL / N = {w['sum_nll']:.3f} / {w['count']} = <b>{w['mean_nll']:.4f}</b> nats "
         f"&nbsp;→&nbsp; exp → &nbsp;perplexity <b>{w['perplexity']:.4f}</b>"
-        f" &nbsp;|&nbsp; bits per token = {w['mean_nll']:.4f} / ln 2 = <b>{w['bits_per_token']:.4f}</b></p>"
+        f" &nbsp;|&nbsp; bits per token = {w['mean_nll']:.4f} / ln 2 = <b>{w['bits_per_token']:.4f}</b>"
+        f" &nbsp;|&nbsp; nats per character = {w['sum_nll']:.3f} / {result['chars']} = "
+        f"<b>{result['nats-per-char']:.4f}</b> (comparable across tokenizers)</p>"
         f"<p>Perplexity is the number of equally likely choices that would be as surprising: each token is "
         f"coloured by the probability the model gave it (red: unlikely, green: likely). The first token only "
         f"starts the state. {result['unknown']} unknown token(s).</p>"
@@ -297,7 +300,7 @@ class InspectorView(QWidget):
 
     def _draw(self, view: TokenView, result: dict, title: str) -> None:
         rows = result["rows"][self._window()]  # only this page's rows are made (ExplainedRows)
-        sep = " " if result["tokenizer"] == "word" else ""
+        sep = result["separator"]
         from ..inspector import probability_colour
 
         first = f"{visible(result['first_token'])}{sep}" if self.page == 0 else ""
@@ -319,7 +322,8 @@ class InspectorView(QWidget):
         self._update_paging()
         if result["kind"] == "explain":
             self.breakdown.setHtml(breakdown_html(result))
-            self.status.emit(f"{result['model']}: perplexity {result['perplexity']:.3f} over {result['scored']} tokens")
+            self.status.emit(f"{result['model']}: perplexity {result['perplexity']:.3f} over {result['scored']} tokens, "
+                             f"{result['nats-per-char']:.3f} nats per character")
             return
         ea, eb = result["explain_a"], result["explain_b"]
         self.breakdown.setHtml(compare_html(result) + breakdown_html(ea) + breakdown_html(eb))
@@ -335,7 +339,7 @@ class InspectorView(QWidget):
         self._draw(self.view_a, ea, f"A {ea['model']}: perplexity {ea['perplexity']:.3f}")
         self._draw(self.view_b, eb, f"B {eb['model']}: perplexity {eb['perplexity']:.3f}")
         rows = result["rows"][self._window()]
-        sep = " " if ea["tokenizer"] == "word" else ""
+        sep = ea["separator"]
         tips = [f"<b>{html.escape(repr(r['token']))}</b> at {r['position']}<br>NLL A {r['nll_a']:.4f}, "
                 f"B {r['nll_b']:.4f}<br>B − A = {r['diff']:+.4f}: "
                 f"<b>{ {'a': 'A wins', 'b': 'B wins', 'tie': 'tie'}[r['winner']]}</b>" for r in rows]

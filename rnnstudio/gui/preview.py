@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data import Vocab, count_tokens
+from ..data import Vocab, count_tokens, fit_tokenizer
 from ..errors import RNNStudioError
 
 PREVIEW_CHARS = 2000
@@ -41,12 +41,14 @@ def corpus_preview(host, corpus: str, options: dict, *, tokens: str = "char", pr
             if head_len < PREVIEW_CHARS:
                 head_parts.append(piece[: PREVIEW_CHARS - head_len])
                 head_len += len(head_parts[-1])
-        counts = count_tokens(chunks, tokens, preprocess or cls.default_preprocess)
+        tokenizer = host.get("tokenizer", tokens)()
+        fit_tokenizer(lambda: iter(chunks), tokenizer, preprocess or cls.default_preprocess)
+        counts = count_tokens(chunks, tokenizer, preprocess or cls.default_preprocess)
     except RNNStudioError as exc:
         raise RNNStudioError(str(exc), source=exc.source or source) from None
     except Exception as exc:
         raise RNNStudioError(f"the corpus plugin raised {type(exc).__name__}: {exc}", source=source) from None
-    vocab = Vocab.build(counts, min_freq=min_freq, tokenizer=tokens)
+    vocab = Vocab.build(counts, min_freq=min_freq, reserved=tokenizer.learnt_tokens() or (), tokenizer=tokenizer)
     total = sum(counts.values())
     n = min(total, max_tokens) if max_tokens > 0 else total
     n_val = int(n * val_fraction)

@@ -20,6 +20,7 @@ from ..errors import RNNStudioError
 
 FORMAT_VERSION = 1
 CONFIG, VOCAB = "config.json", "vocab.json"
+TOKENIZER = "tokenizer.json"  # the tokenizer plugin's name, options and learnt state (absent in older models)
 WEIGHTS, BEST, STATE = "weights.safetensors", "best.safetensors", "train_state.safetensors"
 UNK = "<unk>"
 MAX_JSON_BYTES = 256 * 2**20  # a word vocabulary of millions of tokens fits; a hostile file is refused unread
@@ -247,7 +248,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                "model": Field("dict"), "data": Field("dict"), "train": Field("dict", optional=True),
                "summary": Field("dict", optional=True)},
     "data": {"corpus": Field("str", optional=True), "corpus_options": Field("dict", optional=True),
-             "tokenizer": Field("str", optional=True, choices=("char", "word")),
+             "tokenizer": Field("str", optional=True, nonempty=True),
              "preprocess": Field("str", optional=True), "min_freq": Field("int", optional=True, min=0),
              "max_tokens": Field("int", optional=True, min=0),
              "val_fraction": Field("number", optional=True, min=0, below=1),
@@ -257,7 +258,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                 "val_perplexity": Field("number", optional=True), "train_perplexity": Field("number", optional=True),
                 "tokens_per_s": Field("number", optional=True), "device": Field("str", optional=True),
                 "updated": Field("str", optional=True), "created": Field("str", optional=True)},
-    "vocab": {"tokens": Field("list"), "tokenizer": Field("str", optional=True, choices=("char", "word"))},
+    "vocab": {"tokens": Field("list"), "tokenizer": Field("str", optional=True, nonempty=True)},
+    "tokenizer": {"name": Field("str", nonempty=True), "options": Field("dict"), "state": Field("dict")},
     "train_state": {"format_version": Field("int", optional=True, min=0), "position": Field("dict"),
                     "optimizer": Field("dict"), "hidden": Field("int", optional=True, min=0, max=64)},
     "position": {"step": Field("int", min=0), "epoch": Field("int", min=0), "batch": Field("int", min=0),
@@ -320,7 +322,7 @@ def _check_train(train: dict, fail: Callable[[str], RNNStudioError]) -> None:
 
 
 def check_vocab(data, model: str, vocab_size: int | None = None) -> dict:
-    """vocab.json: ``{"tokens": ["<unk>", ...], "tokenizer": "char"|"word"}``, each token text and listed once."""
+    """vocab.json: ``{"tokens": ["<unk>", ...], "tokenizer": "char"}``, each token text and listed once."""
     def fail(text: str) -> RNNStudioError:
         return RNNStudioError(f"model {model!r}: {VOCAB} {text}; restore it from a backup, or retrain")
 
@@ -337,6 +339,17 @@ def check_vocab(data, model: str, vocab_size: int | None = None) -> dict:
         raise fail("field tokens lists a token twice")
     if vocab_size is not None and len(tokens) != vocab_size:
         raise RNNStudioError(f"model {model!r}: {VOCAB} has {len(tokens)} tokens but the model expects {vocab_size}")
+    return data
+
+
+def check_tokenizer(data, model: str) -> dict:
+    """tokenizer.json: ``{"name": "bpe", "options": {...}, "state": {...}}`` (the state is the plugin's own)."""
+    def fail(text: str) -> RNNStudioError:
+        return RNNStudioError(f"model {model!r}: {TOKENIZER} {text}; restore it from a backup, or retrain")
+
+    if not isinstance(data, dict):
+        raise fail(f"must be a JSON object, got {type(data).__name__}")
+    check_fields(data, "tokenizer", fail)
     return data
 
 

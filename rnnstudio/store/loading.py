@@ -17,13 +17,39 @@ from ..data import Vocab
 from ..errors import RNNStudioError
 from ..model import ModelConfig, RNNLanguageModel
 from .catalogue import read_config, read_vocab_json
-from .format import (STATE, WEIGHTS, check_header_shapes, check_train_meta, expected_shapes, model_path,
-                     read_header, read_json_text, shapes)
+from .format import (STATE, TOKENIZER, VOCAB, WEIGHTS, check_header_shapes, check_tokenizer, check_train_meta,
+                     expected_shapes, model_path, read_header, read_json, read_json_text, shapes)
 
 
-def read_vocab(path: Path, vocab_size: int | None = None) -> Vocab:
+def read_vocab(path: Path, vocab_size: int | None = None, *, host=None) -> Vocab:
+    """The vocabulary with its tokenizer, rebuilt from tokenizer.json (models saved before it existed: the
+    plugin named in vocab.json, with its default options)."""
+    from ..plugins import default_host
+
     data = read_vocab_json(path, vocab_size)
-    return Vocab(list(data["tokens"]), data.get("tokenizer") or "char")
+    name = path.name
+    saved = check_tokenizer(read_json(path / TOKENIZER, name), name) if (path / TOKENIZER).is_file() else None
+    tokenizer_name = saved["name"] if saved else data.get("tokenizer") or "char"
+    if saved and data.get("tokenizer") not in (None, tokenizer_name):
+        raise RNNStudioError(f"model {name!r}: {VOCAB} names tokenizer {data.get('tokenizer')!r} but {TOKENIZER} "
+                             f"names {tokenizer_name!r}; restore the files from a backup, or retrain")
+    try:
+        cls = (host or default_host()).get("tokenizer", tokenizer_name)
+    except RNNStudioError as exc:
+        raise RNNStudioError(f"model {name!r} needs a tokenizer plugin that is not loaded: {exc}") from None
+    options = saved["options"] if saved else {}
+    try:
+        cls.resolve_options(options)
+    except RNNStudioError as exc:
+        raise RNNStudioError(f"model {name!r}: {TOKENIZER} field options: {exc}") from None
+    tokenizer = cls(**options)
+    if saved and saved["state"]:
+        try:
+            tokenizer.load_state(saved["state"])
+        except ValueError as exc:
+            raise RNNStudioError(f"model {name!r}: {TOKENIZER} holds no valid {tokenizer_name!r} state ({exc}); "
+                                 f"restore it from a backup, or retrain") from None
+    return Vocab(list(data["tokens"]), tokenizer)
 
 
 def read_tensors(path: Path, model_name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -129,7 +155,7 @@ def load_model(name_or_path, *, host=None, device: str | torch.device = "cpu", w
     host = host or default_host()
     path = model_path(name_or_path)
     config = read_config(path)
-    vocab = read_vocab(path, config["model"]["vocab_size"])
+    vocab = read_vocab(path, config["model"]["vocab_size"], host=host)
     mcfg = ModelConfig.from_json(config["model"])
     cell_cls = _cell_class(host, mcfg, path.name)
     _cell_options(cell_cls, mcfg, path.name)  # checked, as training checks them

@@ -19,10 +19,10 @@ from safetensors.torch import save_file
 from ..data import Vocab
 from ..errors import RNNStudioError
 from ..fileio import atomic_write, atomic_write_json
-from .format import BEST, CONFIG, FORMAT_VERSION, STATE, VOCAB, WEIGHTS, describe_os_error, model_path
+from .format import BEST, CONFIG, FORMAT_VERSION, STATE, TOKENIZER, VOCAB, WEIGHTS, describe_os_error, model_path
 
 
-FILES = (VOCAB, STATE, WEIGHTS, BEST, CONFIG)  # a complete model folder
+FILES = (VOCAB, TOKENIZER, STATE, WEIGHTS, BEST, CONFIG)  # a complete model folder
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -67,6 +67,12 @@ def save_train_state(path: Path, model, optimizer, position: dict, hidden: list[
 
 
 @dataclass
+def tokenizer_json(vocab: Vocab) -> dict:
+    """tokenizer.json: what rebuilds the vocabulary's tokenizer, learnt state included."""
+    tok = vocab.text_tokenizer
+    return {"name": tok.name, "options": tok.options, "state": tok.state()}
+
+
 class ModelWriter:
     """Writes one model's folder. The folder is created atomically on the first ``save``, and again, complete,
     if it disappears during training."""
@@ -110,6 +116,8 @@ class ModelWriter:
         if not (self.path / VOCAB).is_file():
             atomic_write_json(self.path / VOCAB, self.vocab.to_json())
         save_train_state(self.path / STATE, model, optimizer, position, hidden)
+        if not (self.path / TOKENIZER).is_file():
+            atomic_write_json(self.path / TOKENIZER, tokenizer_json(self.vocab))
         save_weights(self.path / WEIGHTS, model, position["step"])
         if best or not (self.path / BEST).is_file():
             save_weights(self.path / BEST, model, position["step"])
@@ -143,6 +151,7 @@ class ModelWriter:
         try:
             atomic_write_json(staging / VOCAB, self.vocab.to_json())
             save_train_state(staging / STATE, model, optimizer, position, hidden)
+            atomic_write_json(staging / TOKENIZER, tokenizer_json(self.vocab))
             save_weights(staging / WEIGHTS, model, position["step"])
             save_weights(staging / BEST, model, position["step"])
             self.config["summary"].setdefault("created", self.config["summary"]["updated"])
