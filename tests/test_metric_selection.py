@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 
 import pytest
 
@@ -117,3 +120,14 @@ def test_the_cli_flags(rnnstudio_home, tiny_corpus, capsys):
     assert summary["val"]["count"] > 0 and summary["val"]["count"] % 3 == 0
     assert cli.main([*args[:-2], "--metrics", "cuont"]) == 2
     assert "unknown metric 'cuont'" in capsys.readouterr().err
+
+    # a plugin metric shows in every output: the runs CSV and score's text
+    assert cli.main(["runs", "--csv", "-"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    [row] = [r for r in rows if r["model"] == "counted"]
+    assert float(row["val count"]) == summary["val"]["count"]
+    assert cli.main(["score", "--model", "counted", str(tiny_corpus)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith(f"{tiny_corpus}: ")
+    [count] = re.findall(r"\bcount (\d+)", lines[1])
+    assert int(count) > 0
