@@ -404,7 +404,8 @@ def cmd_score(args) -> int:
     else:
         print(f"{args.file}: perplexity {_fmt(result.get('perplexity'))} over {result['scored']:,} {result['unit']} "
               f"(cross-entropy {_fmt(result.get('cross-entropy'))} nats, {_fmt(result.get('bits-per-token'))} bits per "
-              f"token, accuracy {_fmt(result.get('accuracy'))}; {result['unknown']} unknown)")
+              f"token, {_fmt(result.get('nats-per-char'))} nats per character, accuracy "
+              f"{_fmt(result.get('accuracy'))}; {result['unknown']} unknown)")
         shown = {"perplexity", "cross-entropy", "bits-per-token", "nats-per-char", "accuracy"}
         others = [n for n in host.names("metric") if n not in shown and n in result]
         if others:  # the plugin metrics, one line
@@ -453,14 +454,16 @@ def cmd_runs(args) -> int:
     if not records:
         print("no runs recorded yet; every `rnnstudio train` (and GUI training) records one")
         return 0
-    print(f"{'run':<40} {'cell':<12} {'size':>7} {'steps':>6} {'val ppl':>8} {'tok/s':>9} {'device':<7} status")
+    print(f"{'run':<40} {'cell':<12} {'tokens':<6} {'size':>7} {'steps':>6} {'val ppl':>8} {'nats/ch':>7} {'tok/s':>9} "
+          f"{'device':<7} status")
     for r in map(run_row, records):
         if r["status"] == "broken":
             print(f"{r['id']:<40} BROKEN: {r['error']}")
             continue
         size = f"{r['num_layers']}x{r['hidden_size']}"
-        print(f"{r['id']:<40} {str(r['cell']):<12} {size:>7} {r['steps'] if r['steps'] is not None else '-':>6} "
-              f"{_fmt(r['val_perplexity']):>8} {_fmt(r['tokens_per_s'], ',.0f'):>9} {str(r['device']):<7} {r['status']}")
+        print(f"{r['id']:<40} {str(r['cell']):<12} {str(r['tokens'] or '-'):<6} {size:>7} "
+              f"{r['steps'] if r['steps'] is not None else '-':>6} {_fmt(r['val_perplexity']):>8} "
+              f"{_fmt(r['val_nats_per_char']):>7} {_fmt(r['tokens_per_s'], ',.0f'):>9} {str(r['device']):<7} {r['status']}")
     return 0
 
 

@@ -66,13 +66,13 @@ def save_train_state(path: Path, model, optimizer, position: dict, hidden: list[
     _save_tensors(path, tensors, {"format": "rnnstudio-train-state", "json": json.dumps(meta)})
 
 
-@dataclass
 def tokenizer_json(vocab: Vocab) -> dict:
     """tokenizer.json: what rebuilds the vocabulary's tokenizer, learnt state included."""
     tok = vocab.text_tokenizer
     return {"name": tok.name, "options": tok.options, "state": tok.state()}
 
 
+@dataclass
 class ModelWriter:
     """Writes one model's folder. The folder is created atomically on the first ``save``, and again, complete,
     if it disappears during training."""
@@ -115,9 +115,9 @@ class ModelWriter:
     def _write_files(self, model, optimizer, position: dict, hidden, best: bool) -> None:
         if not (self.path / VOCAB).is_file():
             atomic_write_json(self.path / VOCAB, self.vocab.to_json())
-        save_train_state(self.path / STATE, model, optimizer, position, hidden)
         if not (self.path / TOKENIZER).is_file():
             atomic_write_json(self.path / TOKENIZER, tokenizer_json(self.vocab))
+        save_train_state(self.path / STATE, model, optimizer, position, hidden)
         save_weights(self.path / WEIGHTS, model, position["step"])
         if best or not (self.path / BEST).is_file():
             save_weights(self.path / BEST, model, position["step"])
@@ -150,8 +150,8 @@ class ModelWriter:
         staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.new-", dir=parent))
         try:
             atomic_write_json(staging / VOCAB, self.vocab.to_json())
-            save_train_state(staging / STATE, model, optimizer, position, hidden)
             atomic_write_json(staging / TOKENIZER, tokenizer_json(self.vocab))
+            save_train_state(staging / STATE, model, optimizer, position, hidden)
             save_weights(staging / WEIGHTS, model, position["step"])
             save_weights(staging / BEST, model, position["step"])
             self.config["summary"].setdefault("created", self.config["summary"]["updated"])
