@@ -17,9 +17,6 @@ MAX_LOSS = math.log(sys.float_info.max)
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Settings marked ``saved`` belong to the model: a resume keeps their saved values."""
 class RegisteredNames:
     """The names of one kind of plugin component, as a setting's choices (the GUI's list). Listing them loads
     the plugins; a membership test only checks for a name, since the component is looked up, with a
@@ -49,6 +46,9 @@ class RegisteredNames:
         return f"RegisteredNames({self.kind!r})"
 
 
+@dataclass
+class TrainConfig:
+    """One training run. Settings marked ``saved`` belong to the model: a resume keeps their saved values."""
 
     # data
     corpus: str = setting("python-docs", group="data", saved=True,  # the offline built-in default

@@ -224,9 +224,9 @@ class Trainer:
         metric_classes = choose_metrics(self.host, cfg.metrics, cfg.metric_options)  # {name: (class, options)}
         cell_cls = self.host.cell(cfg.cell)
         cell_cls.resolve_options(cfg.cell_options)  # option errors before any work
+        self.host.get("tokenizer", cfg.tokens)(**cfg.tokens_options)  # its option errors, a missing library
 
         vocab = ckpt.read_vocab(ckpt.model_path(cfg.name), host=self.host) if saved else None
-        self.host.get("tokenizer", cfg.tokens)(**cfg.tokens_options)  # its option errors, a missing library
         load_warnings: list[str] = []
         encoded, corpus = _load_corpus(self.host, cfg, vocab, load_warnings.append)
         vocab = encoded.vocab
@@ -353,6 +353,10 @@ class Trainer:
         warnings_out: list[str] = []
         train_metrics = MetricSet(metric_factories(metric_classes, train=True), warnings_out.append)
         val_metrics = self.make_metric_set(metric_factories(metric_classes), warnings_out.append, split="val")
+        from .scoring import bind_vocab
+
+        for metrics in (train_metrics, val_metrics):
+            bind_vocab(metrics, vocab)  # the per-character metrics count the characters of each token
         params = [p for p in model.parameters() if p.requires_grad]
         tokens_done = 0
         run_steps = 0  # steps taken by this process (a resumed run starts at its checkpoint's step)
@@ -361,10 +365,6 @@ class Trainer:
         last_ckpt_time = time.monotonic()
         first_loss = self._first_loss  # None on a fresh run: the first step's loss becomes the reference
         explode_run = 0
-        from .scoring import bind_vocab
-
-        for metrics in (train_metrics, val_metrics):
-            bind_vocab(metrics, vocab)  # the per-character metrics count the characters of each token
         last_val: dict[str, float] = {}
         last_train: dict[str, float] = {}
         stopped = False
