@@ -467,6 +467,17 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_new_plugin(args) -> int:
+    """``new-plugin NAME --dir DIR``: a ready package to install with pip and test with pytest."""
+    from .new_plugin import write_plugin
+
+    folder = args.dir or f"rnnstudio-{args.name}"
+    for path in write_plugin(args.name, folder):
+        print(path)
+    print(f"next: pip install -e {folder} && rnnstudio plugins && (cd {folder} && pytest)")
+    return 0
+
+
 def cmd_gui(args) -> int:
     try:
         from .gui.app import main as gui_main
@@ -523,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--json", action="store_true")
 
+    sp = add("new-plugin", "write a ready plugin package: pyproject with the entry point, example hooks, tests")
+    sp.add_argument("name", help="the plugin's name: the package is rnnstudio-NAME")
+    sp.add_argument("--dir", default=None, help="where to write it (a new or empty folder; default: ./rnnstudio-NAME)")
+
     sp = add("models", "list saved models")
     sp.add_argument("--json", action="store_true")
 
@@ -549,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"gui": cmd_gui, "plugins": cmd_plugins, "train": cmd_train, "generate": cmd_generate,
-            "models": cmd_models, "score": cmd_score, "runs": cmd_runs}
+            "models": cmd_models, "score": cmd_score, "runs": cmd_runs, "new-plugin": cmd_new_plugin}
 
 
 def main(argv: list[str] | None = None) -> int:
