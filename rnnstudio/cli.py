@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from .errors import RNNStudioError
 from .fileio import json_safe
+from .messages import event_line
 from .threads import prefer_passive_wait
 
 prefer_passive_wait()  # the `rnnstudio` command, `python -m rnnstudio` and torchrun ranks, before torch loads
@@ -111,11 +112,11 @@ def train_config_from_args(args):
     from .settings import explicit, from_args, schema
 
     flags = {s.name: s.flag for s in schema(TrainConfig)}
-    for name in ("epochs", "max_steps"):  # None: not given (the parser's default), so one epoch
+    for name in ("epochs", "max_steps", "minutes"):  # None: not given (the parser's default), so one epoch
         value = getattr(args, name, None)
         if value == 0:
-            raise RNNStudioError(f"{flags[name]} 0 trains nothing; give a positive number, or leave out --epochs "
-                                 f"and --max-steps to train one epoch")
+            raise RNNStudioError(f"{flags[name]} 0 trains nothing; give a positive number, or leave out --epochs, "
+                                 f"--max-steps and --minutes to train one epoch")
         if value is None:
             setattr(args, name, 0)
     if getattr(args, "resume", False):
@@ -210,30 +211,6 @@ def _stdout_to_devnull() -> None:
         pass
 
 
-def _event_line(event) -> str | None:
-    """The text line for one non-progress event (None: nothing to print)."""
-    kind = event.kind
-    if kind == "started":
-        resumed = f", resuming at step {event.step}" if event.step else ""
-        return (f"training {event.model} on {event.device}: {event.parameters:,} parameters, vocab "
-                f"{event.vocab_size}, {event.train_tokens:,} train / {event.val_tokens:,} val tokens, "
-                f"{event.steps_per_epoch} steps per epoch{resumed}")
-    if kind == "evaluated":
-        vals = " ".join(f"{k} {_fmt(v)}" for k, v in event.val.items())
-        return f"validation at step {event.step}: {vals}{' (best so far)' if event.best else ''}"
-    if kind == "sample":
-        return f"sample: {event.text!r}"
-    if kind == "checkpoint":
-        return f"checkpoint saved at step {event.step}: {event.path}"
-    if kind == "summary":
-        state = "stopped" if event.stopped else "finished"
-        saved = f"saved to {event.path}" if event.path else "nothing was saved"
-        return (f"{state} after {event.steps} steps: train perplexity {_fmt(event.train_perplexity, '.3f')}, "
-                f"validation perplexity {_fmt(event.val_perplexity, '.3f')}, "
-                f"{event.tokens_per_s:,.0f} tokens/s; {saved}")
-    return None
-
-
 def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
     """Print a trainer's events and return the exit status.
 
@@ -291,9 +268,9 @@ def _consume(trainer, as_json: bool, *, quiet: bool = False) -> int:
             if tty:
                 out.write("", keep=False)
             if kind == "warning":
-                _say(f"warning: {event.message}")
+                _say(event_line(event))
                 continue
-            line = _event_line(event)
+            line = event_line(event)
             if line is not None:
                 out.write(line)
     finally:
@@ -317,7 +294,7 @@ def cmd_generate(args) -> int:
     from .settings import expand, from_args
 
     host = _host(args)
-    loaded = load_model(args.model, host=host, device=resolve_device(args.device))
+    loaded = load_model(args.model, host=host, device=resolve_device(args.device), weights=args.weights)
     _warn_contested(host, cell=loaded.config["model"].get("cell"),
                     tokenizer=getattr(getattr(loaded.vocab, "tokenizer", None), "name", None))
     prefix = args.prefix if args.prefix is not None else loaded.config.get("data", {}).get("sample_prefix", "The ")
@@ -374,14 +351,17 @@ def cmd_models(args) -> int:
     if not rows:
         print("no saved models yet; train one with `rnnstudio train`")
         return 0
-    print(f"{'name':<24} {'corpus':<14} {'cell':<13} {'size':>9} {'val ppl':>8}  date")
+    print(f"{'name':<24} {'corpus':<14} {'cell':<13} {'size':>9} {'step':>7} {'val ppl':>8} {'best at':>7} "
+          f"{'best ppl':>8}  date")  # the last weights, then the best weights (generate's default)
     for r in rows:
         if r.get("error"):
             print(f"{r['name']:<24} BROKEN: {r['error']}")
             continue
         size = f"{r['num_layers']}x{r['hidden_size']}"
         print(f"{r['name']:<24} {str(r['corpus']):<14} {str(r['cell']):<13} {size:>9} "
-              f"{_fmt(r['val_perplexity'], '.3f'):>8}  {r['date'] or '-'}")
+              f"{r['steps'] if r['steps'] is not None else '-':>7} {_fmt(r['val_perplexity'], '.3f'):>8} "
+              f"{'—' if r['best_step'] is None else r['best_step']:>7} "
+              f"{'—' if r['best_step'] is None else _fmt(r['best_val_perplexity'], '.3f'):>8}  {r['date'] or '-'}")
     return 0
 
 
@@ -393,7 +373,7 @@ def cmd_score(args) -> int:
     if args.rows is not None and args.rows < 0:
         raise RNNStudioError(f"--rows must be >= 0, got {args.rows}")
     corpus = host.corpus("text-file")(path=args.file, encoding=args.encoding, errors=args.errors)  # checks first
-    loaded = load_model(args.model, host=host, device=resolve_device(args.device))
+    loaded = load_model(args.model, host=host, device=resolve_device(args.device), weights=args.weights)
     if args.explain:
         return _explain(args, loaded, "".join(corpus.iter_text()), host)
     from .scoring import score_stream
@@ -517,12 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--strict", action="store_true", help="exit 1 when any plugin failed (for plugin authors' CI)")
 
-    from .config import SamplingConfig, TrainConfig
+    from .config import WEIGHT_CHOICES, SamplingConfig, TrainConfig
     from .settings import add_arguments
 
     sp = add("train", "train a model")
     add_arguments(sp, TrainConfig)
-    sp.set_defaults(epochs=None, max_steps=None)  # tells a typed 0 from no length given
+    sp.set_defaults(epochs=None, max_steps=None, minutes=None)  # tells a typed 0 from no length given
     g = sp.add_argument_group("distributed")
     g.add_argument("--distributed", action="store_true", help="data-parallel under torchrun")
     sp.add_argument("--json", action="store_true", help="one JSON object per line; the last is the summary")
@@ -551,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.add_argument("--encoding", default="utf-8")
     sp.add_argument("--errors", default="strict", choices=("strict", "replace"))
+    sp.add_argument("--weights", default="best", choices=WEIGHT_CHOICES,
+                    help="best: the best-by-validation weights (the default); last: the last step's")
     sp.add_argument("--explain", action="store_true",
                     help="per-token breakdown, written as it goes (with --json: one JSON object per token, then a summary)")
     sp.add_argument("--rows", type=int, default=None, metavar="N",
@@ -574,12 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[command](args) or 0
     except RNNStudioError as exc:
-        if not getattr(exc, "reported", False):  # a torchrun rank prints its line before it leaves the group
-            print(f"rnnstudio: error: {exc}", file=sys.stderr)
         cause = exc.__cause__ or exc.__context__
         if cause is not None and _debug(args):
             cause = getattr(cause, "exc", cause)  # the loop wraps a plugin's error with where it happened
             traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+        if not getattr(exc, "reported", False):  # a torchrun rank prints its line before it leaves the group
+            print(f"rnnstudio: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("rnnstudio: interrupted", file=sys.stderr)

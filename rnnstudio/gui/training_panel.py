@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, Q
 
 from ..config import TrainConfig, saved_settings, settings_error
 from ..errors import RNNStudioError
+from ..messages import event_line, visible_sample
 from ..settings import info, render_error, schema
 from . import fields as F
 from . import settings_form as SF
@@ -34,14 +35,6 @@ def label_for(key: str) -> str:
 # The form keys a resume takes from the saved model (besides the corpus and cell pickers and their options).
 RESUME_LOCKED = tuple(k for k in saved_settings() if k not in ("corpus", "cell", "corpus_options", "cell_options",
                                                                "val_fraction"))
-
-
-def visible_sample(text: str) -> str:
-    """A sample on one line: newlines as ↵, and trailing blanks counted (they are invisible at a line's end)."""
-    body = text.rstrip()
-    tail = len(text) - len(body)
-    shown = body.replace("\n", "↵")
-    return shown + (f" (then {tail} blank characters)" if tail > 1 else text[len(body):].replace("\n", "↵"))
 
 
 def _duration(seconds: float | None) -> str:
@@ -75,13 +68,14 @@ class TrainingPanel(QWidget):
         self._preview_timer.timeout.connect(self.refresh_preview)
 
         # Every setting's widget comes from the schema (config.py); only the plugin pickers, the device list and
-        # the "train for N epochs / steps" row are built here.
+        # the "train for N epochs / steps / minutes" row are built here.
         d = TrainConfig(**GUI_DEFAULTS)
         f = self.fields = {s.name: SF.editor(s, getattr(d, s.name)) for s in schema(TrainConfig)
                            if s.meta.gui and s.widget not in ("options", "length", "device")
                            and s.name not in ("corpus", "cell")}
-        f["length_mode"] = F.combo([("epochs", "epochs"), ("steps", "steps")], "epochs", "stop after epochs or steps")
-        f["length"] = F.spin(1, 1, 100_000_000, "how many epochs or optimizer steps")
+        f["length_mode"] = F.combo([("epochs", "epochs"), ("steps", "steps"), ("minutes", "minutes")], "epochs",
+                                   "stop after epochs, optimizer steps, or minutes (validation included)")
+        f["length"] = F.spin(1, 1, 100_000_000, "how many epochs, optimizer steps or minutes")
         f["device"] = self._device_combo()
         f["resume"].setText("continue this saved model (resume)")
 
@@ -308,12 +302,13 @@ class TrainingPanel(QWidget):
         if values["resume"] and not values["name"]:
             raise settings_error("to resume, type the saved model's name in {name} (or use Resume in the Models tab)",
                                  source="training settings")
-        steps = F.get_value(self.fields["length_mode"]) == "steps"
+        mode = F.get_value(self.fields["length_mode"])
         length = F.get_value(self.fields["length"])
         config = TrainConfig(
             corpus=self.corpus_combo.currentData(), corpus_options=self.corpus_form.values(),
             cell=self.cell_combo.currentData(), cell_options=self.cell_form.values(),
-            epochs=0 if steps else length, max_steps=length if steps else 0, **values)
+            epochs=length if mode == "epochs" else 0, max_steps=length if mode == "steps" else 0,
+            minutes=float(length) if mode == "minutes" else 0.0, **values)
         try:
             config.validate()
         except RNNStudioError as exc:
@@ -524,10 +519,7 @@ class TrainingPanel(QWidget):
 
     def _on_started(self, ev) -> None:
         self.model_name = ev.model
-        resumed = f", resuming at step {ev.step}" if ev.step else ""
-        self._log(f"training {ev.model} on {ev.device}: {ev.parameters:,} parameters, vocabulary {ev.vocab_size}, "
-                  f"{ev.train_tokens:,} train / {ev.val_tokens:,} validation tokens, "
-                  f"{ev.steps_per_epoch} steps per epoch{resumed}")
+        self._log(event_line(ev))
         self.progress_label.setText(f"training {ev.model} on {ev.device}…")
         self.training_started.emit(ev.model)
 
@@ -554,29 +546,26 @@ class TrainingPanel(QWidget):
 
     def _on_evaluated(self, ev) -> None:
         self.charts.add_validation(ev.step, ev.val)
-        values = ", ".join(f"{k} {v:.3f}" for k, v in ev.val.items())
-        self._log(f"validation at step {ev.step}: {values}{' (best so far)' if ev.best else ''}")
+        self._log(event_line(ev))
 
     def _on_sampled(self, ev) -> None:
         text = visible_sample(ev.text)
         self.sample_label.setText(f"sample at step {ev.step}: {text}")
         self.sample_label.show()
-        self._log(f"sample at step {ev.step}: {text}")
+        self._log(event_line(ev))
 
     def _on_checkpointed(self, ev) -> None:
-        self._log(f"checkpoint saved at step {ev.step}: {ev.path}")
+        self._log(event_line(ev))
         if self.model_name:
             self.model_saved.emit(self.model_name)
 
     def _on_warned(self, ev) -> None:
-        self._log(f"warning at step {ev.step}: {ev.message}")
+        self._log(event_line(ev))
         self.status.emit(f"warning: {ev.message}")
 
     def _on_finished(self, ev) -> None:
         state = "stopped" if ev.stopped else "finished"
-        val = f"{ev.val_perplexity:.3f}" if ev.val_perplexity is not None else "-"
-        saved = f"saved to {ev.path}" if ev.path else "nothing was saved"  # no path: stopped before a step
-        text = f"{state} after {ev.steps} steps: validation perplexity {val}, {ev.tokens_per_s:,.0f} tokens/s; {saved}"
+        text = event_line(ev)
         self._log(text)
         self.progress_label.setText(text)
         self.progress.setFormat(f"{state} at step {ev.steps}" + ("  (%p%)" if ev.stopped else ""))
