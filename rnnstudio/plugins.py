@@ -160,6 +160,12 @@ class PluginHost:
         info = self.info.get(source)
         return (info.distribution, info.version) if info and info.distribution else None
 
+    def provider(self, kind: str, name: str) -> dict:
+        """What a saved model records about the plugin behind one of its components (config.json's providers)."""
+        source = self.registry[kind][name].source
+        found = self.provenance(source) or ("", "")
+        return {"name": name, "source": source, "distribution": found[0], "version": found[1]}
+
     def label(self, source: str) -> str:
         """A plugin as messages name it: its distribution and version when it has them."""
         info = self.info.get(source)
@@ -265,6 +271,21 @@ def _check_component(cls: Any, base: type, kind: str) -> None:
     for p in cls.params:
         if not isinstance(p, Param):
             raise ValueError(f"{kind} {cls.name!r}: params must be rnnstudio.Param objects, got {p!r}")
+
+
+def provider_hint(providers, kind: str) -> str:
+    """``; it was saved with cell 'mgu' from rnnstudio-mgu 0.2: ...`` from a model's recorded providers, or ""."""
+    info = providers.get(kind) if isinstance(providers, dict) else None
+    if not isinstance(info, dict):
+        return ""
+    name, dist, version, source = (info.get(k) for k in ("name", "distribution", "version", "source"))
+    if isinstance(dist, str) and dist and dist != "rnnstudio":
+        at = f" {version}" if isinstance(version, str) and version else ""
+        return (f"; it was saved with {kind} {name!r} from {dist}{at}: install that package "
+                f"(pip install {dist}), then check `rnnstudio plugins`")
+    if isinstance(source, str) and source.startswith("user:"):
+        return f"; it was saved with {kind} {name!r} from the user plugin file {source[5:]}"
+    return ""
 
 
 def plugins_disabled() -> bool:

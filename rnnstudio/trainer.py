@@ -307,6 +307,8 @@ class Trainer:
                      "sample_prefix": sample_prefix, "source": corpus.describe_source()},
             "train": {**cfg.to_json(), "name": self.name, "resume": False},
             "summary": dict(saved.get("summary", {})) if saved else {"parameters": count_parameters(model)},
+            "providers": {kind: self.host.provider(kind, name) for kind, name in  # named when one is missing
+                          (("cell", cfg.cell), ("tokenizer", cfg.tokens), ("corpus", cfg.corpus))},
         }
         if cfg.save and is_main:
             lock = ckpt.ModelLock(self.name).acquire()

@@ -173,3 +173,50 @@ def test_debug_prints_the_traceback_of_a_cell_that_raises_in_training(rnnstudio_
     err = capsys.readouterr().err
     assert "Traceback" in err and "the_cells_own_failure" in err
     assert any(line.startswith("rnnstudio: error:") and "cell broke" in line for line in err.splitlines())
+
+
+CELL_MODULE = '''
+import torch
+import rnnstudio
+
+class Provided(rnnstudio.Cell):
+    name = "provided-gru"
+    description = "a GRU from an installed package"
+    def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, **options):
+        super().__init__(input_size, hidden_size, num_layers, dropout, **options)
+        self.rnn = torch.nn.GRU(input_size, hidden_size, num_layers)
+    def forward(self, inputs, state):
+        return self.rnn(inputs, state)
+
+@rnnstudio.hookimpl
+def register_cells(register):
+    register(Provided)
+'''
+
+
+def test_a_saved_model_names_the_package_that_provided_its_cell(tmp_path, monkeypatch, capsys, tiny_corpus):
+    from rnnstudio.checkpoint import load_model
+
+    folder = tmp_path / "cellsite"
+    folder.mkdir()
+    _install(folder, "rnnstudio-provided", "3.1", "provided", "rnnstudio_provided_mod", CELL_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    args = ["train", "--corpus", "text-file", "--corpus-opt", f"path={tiny_corpus}", "--cell", "provided-gru",
+            "--max-steps", "1", "--hidden-size", "8", "--batch-size", "2", "--seq-len", "4", "--eval-every", "0",
+            "--name", "provided"]
+    assert cli.main(args) == 0
+    loaded = load_model("provided", host=load_plugins())
+    providers = loaded.config["providers"]
+    assert providers["cell"] == {"name": "provided-gru", "source": "entrypoint:provided",
+                                 "distribution": "rnnstudio-provided", "version": "3.1"}
+    assert providers["tokenizer"]["distribution"] == "rnnstudio" and providers["corpus"]["name"] == "text-file"
+    capsys.readouterr()
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(folder)])  # the package is gone
+    sys.modules.pop("rnnstudio_provided_mod", None)
+    plugins.set_default_host(None)
+    assert cli.main(["generate", "--model", "provided", "--length", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a cell plugin that is not loaded" in err and "unknown cell 'provided-gru'" in err
+    assert "rnnstudio-provided 3.1" in err and "pip install rnnstudio-provided" in err
+    assert len(err.splitlines()) == 1

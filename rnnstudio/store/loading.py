@@ -36,7 +36,14 @@ def read_vocab(path: Path, vocab_size: int | None = None, *, host=None) -> Vocab
     try:
         cls = (host or default_host()).get("tokenizer", tokenizer_name)
     except RNNStudioError as exc:
-        raise RNNStudioError(f"model {name!r} needs a tokenizer plugin that is not loaded: {exc}") from None
+        from ..plugins import provider_hint
+
+        try:
+            providers = read_json(path / "config.json", name).get("providers")
+        except (RNNStudioError, AttributeError):
+            providers = None
+        hint = provider_hint(providers, "tokenizer")
+        raise RNNStudioError(f"model {name!r} needs a tokenizer plugin that is not loaded: {exc}{hint}") from None
     options = saved["options"] if saved else {}
     try:
         cls.resolve_options(options)
@@ -65,11 +72,14 @@ def read_tensors(path: Path, model_name: str) -> tuple[dict[str, torch.Tensor], 
     return tensors, dict(header.get("__metadata__") or {})
 
 
-def _cell_class(host, mcfg: ModelConfig, name: str):
+def _cell_class(host, mcfg: ModelConfig, name: str, config: dict | None = None):
+    from ..plugins import provider_hint
+
     try:
         return host.cell(mcfg.cell)
     except RNNStudioError as exc:
-        raise RNNStudioError(f"model {name!r} needs a cell plugin that is not loaded: {exc}") from None
+        hint = provider_hint((config or {}).get("providers"), "cell")
+        raise RNNStudioError(f"model {name!r} needs a cell plugin that is not loaded: {exc}{hint}") from None
 
 
 def _cell_options(cell_cls, mcfg: ModelConfig, name: str) -> dict:
@@ -157,7 +167,7 @@ def load_model(name_or_path, *, host=None, device: str | torch.device = "cpu", w
     config = read_config(path)
     vocab = read_vocab(path, config["model"]["vocab_size"], host=host)
     mcfg = ModelConfig.from_json(config["model"])
-    cell_cls = _cell_class(host, mcfg, path.name)
+    cell_cls = _cell_class(host, mcfg, path.name, config)
     _cell_options(cell_cls, mcfg, path.name)  # checked, as training checks them
     check_weights_match(shapes(read_header(path / which, path.name)), mcfg, cell_cls, path.name, which)
     model = _build(mcfg, cell_cls, path.name)
@@ -182,7 +192,7 @@ def check_resume(path: Path, config: dict, host) -> None:
     mcfg = ModelConfig.from_json(model_cfg)
     header = read_header(path / STATE, name)
     _train_meta(header, name)
-    cell_cls = _cell_class(host, mcfg, name)
+    cell_cls = _cell_class(host, mcfg, name, config)
     _cell_options(cell_cls, mcfg, name)
     meta = check_weights_match(shapes(header, "model."), mcfg, cell_cls, name, STATE)
     hidden = shapes(header, "hidden.")
