@@ -321,7 +321,7 @@ def run_row(record: dict) -> dict:
         "device": record.get("device"), "seconds": record.get("seconds"), "tokens_per_s": final.get("tokens_per_s"),
         "train_perplexity": final.get("train_perplexity"), "val_perplexity": final.get("val_perplexity"),
         "best_val_perplexity": final.get("best_val_perplexity"),
-        "val_nats_per_char": _number((final.get("val") or {}).get("nats-per-char")),  # compares across tokenizers
+        "val_nats_per_char": _final_val(record).get("nats-per-char"),  # compares across tokenizers
         "error": record.get("error"),
     }
 
