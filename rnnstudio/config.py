@@ -9,11 +9,14 @@ from typing import Any
 
 from .settings import SettingError, check, schema, setting, to_argv
 
-OPTIMIZERS = ("sgd", "adam")
-DEFAULT_LR = {"sgd": 1.0, "adam": 0.005}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEFAULT_LR = {"sgd": 1.0, "adam": 0.005, "adamw": 0.005}
+SCHEDULES = ("constant", "cosine", "linear")
+FINAL_LR_RATIO = 0.1  # cosine and linear decay to a tenth of the learning rate (nanoGPT: min_lr = lr / 10)
 # Above ~709.8 nats a token the perplexity exp(loss) overflows to inf: only a diverged model gets there.
 # (With clipping, lr=1e6 keeps the gradients finite and the loss jumps to ~1e6 instead of NaN.)
 MAX_LOSS = math.log(sys.float_info.max)
+WEIGHT_CHOICES = ("best", "last")  # which of a model's two weight files to use
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
 
 
@@ -89,13 +92,23 @@ class TrainConfig:
     seq_len: int = setting(35, group="training", min=1, max=1_000_000, label="sequence length",  # d2l's num_steps
                            help="steps of truncated backpropagation through time")
     epochs: int = setting(0, group="training", min=0, exclusive="length", widget="length",
-                          help="stop after this many epochs (0: no epoch limit; 1 epoch if --max-steps is 0 too)")
+                          help="stop after this many epochs (with no length given: one epoch)")
     max_steps: int = setting(0, group="training", min=0, exclusive="length", label="steps", widget="length",
-                             help="stop after this many optimizer steps in total (0: no step limit)")
+                             help="stop after this many optimizer steps in total")
+    minutes: float = setting(0.0, group="training", min=0, max=1e7, exclusive="length", widget="length",
+                             help="stop after this many minutes in total, validation included, then validate and "
+                                  "save (0: no time limit)")
     optimizer: str = setting("adam", group="training", choices=OPTIMIZERS,  # adam needs far fewer steps than sgd
                              help="sgd is d2l's")
     lr: float | None = setting(None, group="training", above=0, label="learning rate",
                                placeholder="default: adam 0.005, sgd 1", help="learning rate (default: 1 for sgd, 0.005 for adam)")
+    schedule: str = setting("constant", group="training", choices=SCHEDULES,  # d2l's: one learning rate throughout
+                            help="learning-rate schedule after the warm-up: constant, or cosine/linear decay to a "
+                                 "tenth (over a time budget it follows the elapsed fraction)")
+    warmup: int = setting(0, group="training", min=0, label="warm-up steps",
+                          help="optimizer steps of linear warm-up to the learning rate (0: none)")
+    weight_decay: float = setting(0.0, group="training", min=0, label="weight decay",  # 0: plain Adam's behaviour
+                                  help="decoupled weight decay (needs --optimizer adamw)")
     clip: float = setting(1.0, group="training", min=0,  # d2l 8.5: rescale when the global norm is > 1
                           help="gradient clipping threshold θ (0: off)")
     partition: str = setting("sequential", group="training", choices=("sequential", "random"),
@@ -110,6 +123,8 @@ class TrainConfig:
                                placeholder="automatic: corpus-cell-time", help="model name (default: corpus-cell-time)")
     resume: bool = setting(False, group="saving", label="continue this saved model",
                            help="continue training the saved model --name")
+    patience: int = setting(0, group="saving", min=0,
+                            help="stop after this many validations in a row without a better perplexity (0: never)")
     eval_every: int = setting(200, group="saving", min=0, label="validate every",
                               help="steps between validations (also at every epoch end and at the end; 0: only then)")
     sample_every: int = setting(0, group="saving", min=0, label="sample every",
@@ -145,6 +160,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Settings errors, raised before any file is created; messages name settings as ``{field}``."""
         check(self)
+        if self.weight_decay and self.optimizer != "adamw":
+            raise settings_error("{weight_decay} needs {optimizer} adamw (now {opt})", opt=self.optimizer)
+        if self.minutes and self.world_size > 1:  # each rank's clock differs: the ranks could not agree when to stop
+            raise settings_error("{minutes} is for one process; under torchrun use {max_steps} or {epochs}")
         if self.name is not None:
             from .checkpoint import check_name
 
@@ -198,6 +217,8 @@ class SamplingConfig:
                                help="the same seed gives the same text (default: a random one)")
     num_samples: int = setting(1, group="generation", min=1, flag="--samples", label="samples",
                                help="continuations generated side by side, as one batch")
+    weights: str = setting("best", group="generation", choices=WEIGHT_CHOICES,  # the best generalises best
+                           help="best: the best-by-validation weights; last: the last step's")
     stop_at: str | None = setting(None, group="generation", label="stop at", placeholder="e.g. \\n or a full stop",
                                   help=r"stop a sample once its text ends with this, e.g. '\n\n'")
 

@@ -179,9 +179,10 @@ class Trainer:
     """``for event in Trainer(config).run(): ...`` — stop or pause from any thread with the two events."""
 
     def __init__(self, config: TrainConfig, *, host=None, stop_event: threading.Event | None = None,
-                 pause_event: threading.Event | None = None):
+                 pause_event: threading.Event | None = None, clock=time.monotonic):
         from .plugins import default_host
 
+        self.clock = clock  # seconds; what --minutes is measured with (tests pass their own)
         self.config = config
         self.host = host or default_host()
         self.stop_event = stop_event or threading.Event()
@@ -211,8 +212,9 @@ class Trainer:
             path = ckpt.model_path(cfg.name)
             saved = ckpt.read_config(path)
             ckpt.check_resume(path, saved, self.host)  # shapes against the saved state before anything is built
-            keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "device", "threads", "eval_every",
-                                                  "sample_every", "checkpoint_every", "checkpoint_minutes", "metrics", "metric_options",
+            keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "minutes", "patience", "device", "threads",
+                                                  "eval_every", "sample_every", "checkpoint_every",
+                                                  "checkpoint_minutes", "metrics", "metric_options",
                                                   "save", "rank", "world_size", "tensorboard")}
             if cfg.lr is not None:
                 keep["lr"] = cfg.lr  # a resume may lower the learning rate, e.g. after a divergence
@@ -264,11 +266,14 @@ class Trainer:
         params = list(model.parameters())
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=cfg.learning_rate)
+        elif cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         else:
             opt = torch.optim.Adam(params, lr=cfg.learning_rate)
 
         step, epoch, batch_start, hidden = 0, 0, 0, None
         best_val = math.inf
+        pos: dict = {}
         if saved:
             meta, tensors = ckpt.load_train_state(ckpt.model_path(cfg.name))
             try:
@@ -292,7 +297,7 @@ class Trainer:
         steps_per_epoch = len(first_plan)
         total = cfg.max_steps or (cfg.epochs * steps_per_epoch if cfg.epochs else 0)
         if not cfg.max_steps and not cfg.epochs:
-            total = steps_per_epoch
+            total = 0 if cfg.minutes else steps_per_epoch  # a time budget has no step count
         is_main = cfg.rank == 0
         writer = None
         lock = None
@@ -321,7 +326,7 @@ class Trainer:
                 yield Warned(step, message)
             yield from self._guarded(self._loop(model, opt, vocab, train_ids, val_ids, metric_classes, writer,
                                                 device, step, epoch, batch_start, hidden, best_val, total,
-                                                steps_per_epoch, sample_prefix))
+                                                steps_per_epoch, sample_prefix, pos))
         finally:
             if lock:
                 lock.release()
@@ -350,8 +355,11 @@ class Trainer:
         return f"training failed{during}: {describe_failure(exc)} (raised in {_raised_where(exc)})", None
 
     def _loop(self, model, opt, vocab, train_ids, val_ids, metric_classes, writer, device, step, epoch,
-              batch_start, hidden, best_val, total, steps_per_epoch, sample_prefix):
+              batch_start, hidden, best_val, total, steps_per_epoch, sample_prefix, resumed: dict | None = None):
+        from .schedules import lr_factor, step_progress
+
         cfg = self.config
+        resumed = resumed or {}
         warnings_out: list[str] = []
         train_metrics = MetricSet(metric_factories(metric_classes, train=True), warnings_out.append)
         val_metrics = self.make_metric_set(metric_factories(metric_classes), warnings_out.append, split="val")
@@ -370,6 +378,22 @@ class Trainer:
         last_val: dict[str, float] = {}
         last_train: dict[str, float] = {}
         stopped = False
+        budget = cfg.minutes * 60  # seconds in total, validation included; 0: no time limit
+        clock = self.clock
+        clock_start, elapsed_before = clock(), float(resumed.get("elapsed", 0.0))
+        bad_evals = int(resumed.get("bad_evals", 0))  # validations in a row without improvement (--patience)
+        best_step, best_val_on_disk = resumed.get("best_step"), resumed.get("best_val_perplexity")
+        last_val_step = None
+        pending_best = None  # (step, val perplexity, weights) of a best found before the folder exists
+        base_lr = cfg.learning_rate
+        scheduled = cfg.schedule != "constant" or cfg.warmup > 0
+
+        def elapsed():
+            return elapsed_before + clock() - clock_start
+
+        def out_of_time():
+            return bool(budget) and elapsed() >= budget
+
         batch = batch_start
         state = hidden
         model.train()
@@ -381,17 +405,41 @@ class Trainer:
                 yield Warned(step, warnings_out.pop(0))
 
         def position():
-            return {"step": step, "epoch": epoch, "batch": batch, "best_val": best_val, "first_loss": first_loss}
+            return {"step": step, "epoch": epoch, "batch": batch, "best_val": best_val, "first_loss": first_loss,
+                    "elapsed": elapsed(), "bad_evals": bad_evals, "best_step": best_step,
+                    "best_val_perplexity": best_val_on_disk}
 
         def summary():
-            out = {"step": step, "epoch": epoch, "val_perplexity": last_val.get("perplexity"), "device": str(device)}
+            out = {"step": step, "epoch": epoch, "val_perplexity": last_val.get("perplexity"), "device": str(device),
+                   "best_step": best_step, "best_val_perplexity": best_val_on_disk}
             if run_steps:  # a run that took no step keeps the saved train perplexity and speed
                 out.update(train_perplexity=last_train.get("perplexity"),
                            tokens_per_s=tokens_done / train_time if train_time else 0.0)
             return out
 
+        def keep_best() -> None:
+            """After a validation improved: write best.safetensors, or hold the weights until the folder exists."""
+            nonlocal best_step, best_val_on_disk, pending_best
+            if writer is None:
+                return
+            if writer.created:
+                best_step, best_val_on_disk = step, last_val.get("perplexity")
+                writer.save_best(model, step, summary())
+            else:
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                pending_best = (step, last_val.get("perplexity"), weights)
+
+        def note_best(now_best: bool) -> None:
+            """The step and validation perplexity of the weights that best.safetensors will hold."""
+            nonlocal best_step, best_val_on_disk
+            if now_best or (not writer.created and pending_best is None):  # a new folder's best: these weights
+                best_step = step
+                best_val_on_disk = last_val.get("perplexity") if last_val_step == step else None
+            elif not writer.created:
+                best_step, best_val_on_disk = pending_best[0], pending_best[1]
+
         def save(best=False, collective=True):
-            nonlocal last_ckpt_time, saved_at
+            nonlocal last_ckpt_time, saved_at, pending_best
             last_ckpt_time = time.monotonic()
             h = state_tensors(state) if (state is not None and cfg.partition == "sequential") else None
             if collective:
@@ -402,7 +450,13 @@ class Trainer:
                 raise diverged(step, "the weights became NaN or inf")
             if writer is None:
                 return None
+            note_best(best)
+            first = not writer.created
             writer.save(model, opt, position(), h, summary(), best=best)  # disk errors: RNNStudioError
+            if first and pending_best is not None:
+                if not best:  # the folder was created with the current weights as best: put the real best there
+                    writer.save_best(pending_best[2], pending_best[0], summary())
+                pending_best = None
             saved_at = step
             return Checkpointed(step, str(writer.path))
 
@@ -432,7 +486,7 @@ class Trainer:
             return exc
 
         def run_eval():
-            nonlocal best_val, last_val
+            nonlocal best_val, last_val, last_val_step, bad_evals
             try:
                 last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, val_metrics, device,
                                     rank=cfg.rank, world_size=cfg.world_size) if len(val_ids) > 1 else {}
@@ -445,13 +499,27 @@ class Trainer:
             last_val = self.reduce_metrics(last_val, val_metrics)
             ppl = last_val.get("perplexity", math.inf)
             improved = ppl < best_val
+            last_val_step = step
             if improved:
                 best_val = ppl
+                bad_evals = 0
+            elif "perplexity" in last_val:  # no validation text: patience never runs out
+                bad_evals += 1
             return Evaluated(step, epoch, dict(last_val), improved)
+
+        stopped_early = False
+
+        def patience_spent() -> bool:
+            if not (cfg.patience and bad_evals >= cfg.patience):
+                return False
+            warnings_out.append(f"stopped early: {bad_evals} validations in a row without a perplexity below the "
+                                f"best, {best_val:.4g} (patience {cfg.patience})")
+            return True
 
         train_metrics.reset()
         # a resumed run that already reached its length only re-validates and saves
-        already_done = bool((cfg.max_steps and step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs))
+        already_done = bool((cfg.max_steps and step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs)
+                            or out_of_time())
         if already_done:
             warnings_out.append(f"the model is already at step {step} (epoch {epoch}), which this run's length does "
                                 f"not exceed: it is validated and saved again, not trained")
@@ -463,6 +531,8 @@ class Trainer:
             while batch < len(plan):
                 if self.should_stop():
                     stopped = True
+                    break
+                if out_of_time():
                     break
                 while self.pause_event.is_set() and not self.stop_event.is_set():
                     time.sleep(0.05)
@@ -491,6 +561,10 @@ class Trainer:
                         norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None))
                     if not torch.isfinite(norm):
                         raise _Diverged(f"the gradient norm became {float(norm)}")
+                    if scheduled:
+                        progress = (elapsed() / budget if budget else step_progress(step + 1, cfg.warmup, total))
+                        for group in opt.param_groups:
+                            group["lr"] = base_lr * lr_factor(cfg.schedule, step + 1, cfg.warmup, progress)
                     opt.step()
                 except _Diverged as exc:
                     raise diverged(step + 1, exc) from None
@@ -526,17 +600,24 @@ class Trainer:
                 remaining = (total - step) if total else None
                 run_steps += 1
                 eta = remaining * train_time / run_steps if remaining else None
-                yield Progress(step, total, epoch, batch, len(plan), loss_value, rate,
+                shown_total = total
+                if budget:  # the bar and the ETA follow the time budget; the total is an estimate
+                    fraction = min(elapsed() / budget, 1.0)
+                    shown_total = max(step, round(step / fraction)) if fraction > 0 else 0
+                    eta = max(budget - elapsed(), 0.0)
+                yield Progress(step, shown_total, epoch, batch, len(plan), loss_value, rate,
                                time.perf_counter() - start, eta, dict(last_train))
                 yield from flush_warnings()
 
-                done = bool(cfg.max_steps and step >= cfg.max_steps)
+                done = bool(cfg.max_steps and step >= cfg.max_steps) or out_of_time()
                 if cfg.eval_every and step % cfg.eval_every == 0 and not done:
                     ev = run_eval()
                     train_metrics.reset()
                     yield ev
-                    if ev.best and writer is not None and writer.created:
-                        writer.save_best(model, step, summary())
+                    if ev.best:
+                        keep_best()
+                    if patience_spent():
+                        done = stopped_early = True
                 if cfg.sample_every and step % cfg.sample_every == 0 and self.is_main:
                     yield Sampled(step, self._sample(model, vocab, sample_prefix))
                 minutes_due = cfg.checkpoint_minutes and (time.monotonic() - last_ckpt_time) >= cfg.checkpoint_minutes * 60
@@ -547,24 +628,28 @@ class Trainer:
                 yield from flush_warnings()
                 if done:
                     break
-            if stopped or (cfg.max_steps and step >= cfg.max_steps):
+            if stopped or stopped_early or (cfg.max_steps and step >= cfg.max_steps) or out_of_time():
                 break
             epoch += 1
             batch = 0
             if cfg.epochs and epoch >= cfg.epochs:
                 break
-            if not cfg.epochs and not cfg.max_steps:
+            if not cfg.epochs and not cfg.max_steps and not budget:
                 break
             if not cfg.eval_every or step % cfg.eval_every:
                 ev = run_eval()  # d2l reports at every epoch end
                 train_metrics.reset()
                 yield ev
-                if ev.best and writer is not None and writer.created:
-                    writer.save_best(model, step, summary())
+                if ev.best:
+                    keep_best()
+                if patience_spent():
+                    break
 
-        ev = run_eval()
-        best_now = ev.best
-        yield ev
+        best_now = False  # a validation at this very step (patience, a time budget) is not repeated
+        if last_val_step != step or not last_val:
+            ev = run_eval()
+            best_now = ev.best
+            yield ev
         if step > 0:
             ck = save(best=best_now)
             if ck:

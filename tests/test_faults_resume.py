@@ -39,6 +39,7 @@ def _assert_same_state(name_a: str, name_b: str, tol: float = 1e-6):
     """Same position, and every tensor of train_state (weights, Adam moments and steps, RNG, hidden) equal."""
     pos_a, ta = _state(name_a)
     pos_b, tb = _state(name_b)
+    assert pos_a.pop("elapsed") >= 0 and pos_b.pop("elapsed") >= 0  # wall time: the only field that differs
     assert pos_a == pos_b
     assert set(ta) == set(tb)
     assert any(k.startswith("optim.") for k in ta) and "rng.torch" in ta

@@ -14,7 +14,12 @@ from .. import checkpoint
 from ..errors import RNNStudioError
 from .dialogs import ask_text, confirm, show_error
 
-COLUMNS = ("name", "corpus", "cell", "size", "parameters", "steps", "val perplexity", "date")
+COLUMNS = ("name", "corpus", "cell", "size", "parameters", "steps", "val perplexity", "best step",
+           "best val perplexity", "date")  # the last weights' step and perplexity, then the best weights'
+
+
+def _ppl(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
 def _corpus_options(info) -> tuple[str, str]:
@@ -97,7 +102,9 @@ class ModelsPanel(QWidget):
                          f"{r.get('num_layers')} x {r.get('hidden_size')}",
                          f"{r['parameters']:,}" if isinstance(r.get("parameters"), int) else "-",
                          str(r.get("steps") if r.get("steps") is not None else "-"),
-                         f"{ppl:.3f}" if isinstance(ppl, (int, float)) and math.isfinite(ppl) else "-",
+                         _ppl(ppl),
+                         "—" if r.get("best_step") is None else str(r["best_step"]),  # older models: not recorded
+                         "—" if r.get("best_step") is None else _ppl(r.get("best_val_perplexity")),
                          (r.get("date") or "-").replace("T", " ")[:19]]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)

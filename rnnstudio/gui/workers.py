@@ -150,7 +150,8 @@ class GenerationWorker(Worker):
         from ..sampling import stream
 
         self.sampling.validate()
-        loaded = load_model(self.model_name, host=self.host, device=resolve_device(self.device))
+        loaded = load_model(self.model_name, host=self.host, device=resolve_device(self.device),
+                            weights=self.sampling.weights)
         prefix = self.prefix or loaded.config.get("data", {}).get("sample_prefix", "The ")
         texts = [prefix] * self.sampling.num_samples
         self.progressed.emit(list(texts))

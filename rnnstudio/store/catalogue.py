@@ -65,6 +65,8 @@ class ModelInfo:
             "parameters": s.get("parameters"),
             "steps": s.get("step"),
             "val_perplexity": s.get("val_perplexity"),
+            "best_step": s.get("best_step"),  # None for models saved before it was recorded
+            "best_val_perplexity": s.get("best_val_perplexity"),
             "date": s.get("updated"),
             "error": None,
         }

@@ -17,7 +17,7 @@ from ..data import Vocab
 from ..errors import RNNStudioError
 from ..model import ModelConfig, RNNLanguageModel
 from .catalogue import read_config, read_vocab_json
-from .format import (STATE, TOKENIZER, VOCAB, WEIGHTS, check_header_shapes, check_tokenizer, check_train_meta,
+from .format import (BEST, STATE, TOKENIZER, VOCAB, WEIGHTS, check_header_shapes, check_tokenizer, check_train_meta,
                      expected_shapes, model_path, read_header, read_json, read_json_text, shapes)
 
 
@@ -158,12 +158,21 @@ class LoadedModel:
     config: dict = field(repr=False)
 
 
-def load_model(name_or_path, *, host=None, device: str | torch.device = "cpu", which: str = WEIGHTS) -> LoadedModel:
-    """Rebuild a model from its folder alone: config + vocab + weights. Never unpickles anything."""
+def load_model(name_or_path, *, host=None, device: str | torch.device = "cpu", weights: str = "best",
+               which: str | None = None) -> LoadedModel:
+    """Rebuild a model from its folder alone: config + vocab + weights. Never unpickles anything.
+
+    ``weights`` "best" reads best.safetensors (the best-by-validation weights; weights.safetensors when an
+    older folder has none), "last" the last step's; ``which`` names the file outright.
+    """
     from ..plugins import default_host
 
     host = host or default_host()
     path = model_path(name_or_path)
+    if which is None:
+        if weights not in ("best", "last"):
+            raise RNNStudioError(f"weights must be best or last, not {weights!r}")
+        which = BEST if weights == "best" and (path / BEST).is_file() else WEIGHTS
     config = read_config(path)
     vocab = read_vocab(path, config["model"]["vocab_size"], host=host)
     mcfg = ModelConfig.from_json(config["model"])

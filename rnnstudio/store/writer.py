@@ -30,8 +30,9 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return dict(model.state_dict())
+def _weights(model) -> dict[str, torch.Tensor]:
+    """A module's weights, or a state dict as it is."""
+    return dict(model) if isinstance(model, dict) else dict(model.state_dict())
 
 
 def save_weights(path: Path, model: torch.nn.Module, step: int) -> None:
