@@ -218,3 +218,12 @@ def test_the_inspector_colours_whole_multi_character_tokens(qtbot):
             cursor.setPosition(start + offset + 1)  # the format of the character before the cursor
             assert cursor.charFormat().background().color().getRgb()[:3] == colour, (token, offset)
     assert view.token_at(view.point_of(1)) == 1  # hovering a token's first character finds the whole token
+
+
+def test_the_training_form_offers_every_registered_tokenizer(qtbot):
+    from rnnstudio.gui.training_panel import TrainingPanel
+
+    panel = TrainingPanel(load_plugins(no_plugins=True))
+    qtbot.addWidget(panel)
+    combo = panel.fields["tokens"]
+    assert {combo.itemData(i) for i in range(combo.count())} >= {"char", "word", "bpe"}
