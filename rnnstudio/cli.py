@@ -463,6 +463,9 @@ def cmd_gui(args) -> int:
         from .gui.app import main as gui_main
     except ImportError as exc:
         raise RNNStudioError(f"the GUI is not available ({exc}); the CLI commands still work") from None
+    disable = getattr(args, "disable", None)
+    if disable:  # the app's plugin host reads it (and its Plugins tab shows those plugins as disabled)
+        os.environ["RNNSTUDIO_DISABLE"] = ",".join([os.environ.get("RNNSTUDIO_DISABLE", ""), *disable]).strip(",")
     return gui_main(no_plugins=getattr(args, "no_plugins", False))
 
 

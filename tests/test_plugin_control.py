@@ -220,3 +220,18 @@ def test_a_saved_model_names_the_package_that_provided_its_cell(tmp_path, monkey
     assert "needs a cell plugin that is not loaded" in err and "unknown cell 'provided-gru'" in err
     assert "rnnstudio-provided 3.1" in err and "pip install rnnstudio-provided" in err
     assert len(err.splitlines()) == 1
+
+
+def test_gui_disable_reaches_the_apps_plugin_host(monkeypatch):
+    seen = {}
+
+    def fake_gui_main(no_plugins=False):
+        seen["host"] = load_plugins(no_plugins=no_plugins)
+        return 0
+
+    import rnnstudio.gui.app as app
+
+    monkeypatch.setattr(app, "main", fake_gui_main)
+    monkeypatch.setenv("RNNSTUDIO_DISABLE", "observers")
+    assert cli.main(["--disable", "metrics", "gui"]) == 0
+    assert set(seen["host"].disabled) == {"builtin:metrics", "builtin:observers"}
