@@ -60,7 +60,7 @@ class TrainConfig:
                                              help="a corpus option; repeatable")
     tokens: str = setting("char", group="data", saved=True, choices=RegisteredNames("tokenizer"),  # d2l 8.5: chars
                           metavar="NAME", help="tokenizer plugin: what a token is (char, word, bpe, ...)")
-    tokens_options: dict[str, Any] = setting(default_factory=dict, group="data", saved=True, flag="--tokens-opt", gui=False,
+    tokens_options: dict[str, Any] = setting(default_factory=dict, group="data", saved=True, flag="--tokens-opt",
                                              help="a tokenizer option, e.g. vocab_size=2000 for bpe; repeatable")
     preprocess: str | None = setting(None, group="data", saved=True, choices=("raw", "d2l"),
                                      # None: the corpus's own default (d2l for time-machine, raw otherwise)

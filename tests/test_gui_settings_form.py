@@ -15,7 +15,7 @@ from rnnstudio.settings import schema  # noqa: E402
 
 def _training_widget(panel, s):
     special = {"corpus": panel.corpus_combo, "cell": panel.cell_combo, "corpus_options": panel.corpus_form,
-               "cell_options": panel.cell_form}
+               "cell_options": panel.cell_form, "tokens_options": panel.tokens_form}
     if s.name in special:
         return special[s.name]
     return panel.fields["length"] if s.widget == "length" else panel.fields[s.name]
@@ -36,6 +36,20 @@ def test_every_generation_setting_has_a_widget_in_the_generate_form(qtbot, s):
     panel = GenerationPanel(load_plugins(no_plugins=True))
     qtbot.addWidget(panel)
     assert panel.fields[s.name].toolTip().startswith(s.meta.help)
+
+
+def test_a_tokenizers_own_options_show_under_the_tokens_picker(qtbot):
+    from rnnstudio.gui import fields as F
+
+    panel = TrainingPanel(load_plugins(no_plugins=True))
+    qtbot.addWidget(panel)
+    F.set_value(panel.fields["tokens"], "char")
+    assert panel.tokens_form.isHidden()  # characters need no options
+    F.set_value(panel.fields["tokens"], "bpe")
+    assert not panel.tokens_form.isHidden() and "vocab_size" in panel.tokens_form.editors
+    panel.tokens_form.editors["vocab_size"].setValue(300)
+    config = panel.config()
+    assert config.tokens == "bpe" and config.tokens_options["vocab_size"] == 300
 
 
 def test_the_forms_give_back_the_configs_they_were_filled_with(qtbot):

@@ -80,6 +80,7 @@ class TrainingPanel(QWidget):
         f["resume"].setText("continue this saved model (resume)")
 
         # -- corpus and model: a plugin picker, its generated form, then the core settings ------
+        self.tokens_form = ParamForm()  # the chosen tokenizer's own options, under the tokens picker
         corpus_box, self.corpus_combo, self.corpus_description, self.corpus_form = self._component_box(
             "Corpus", "corpus", self._group_keys("data"))
         model_box, self.cell_combo, self.cell_description, self.cell_form = self._component_box(
@@ -183,6 +184,8 @@ class TrainingPanel(QWidget):
 
         self.corpus_combo.currentIndexChanged.connect(self._corpus_changed)
         self.cell_combo.currentIndexChanged.connect(self._cell_changed)
+        self.fields["tokens"].currentIndexChanged.connect(self._tokens_changed)
+        self.tokens_form.changed.connect(self.schedule_preview)
         self.corpus_form.changed.connect(self.schedule_preview)
         for key in self._group_keys("data"):
             SF.changed_signal(f[key]).connect(self.schedule_preview)
@@ -192,6 +195,7 @@ class TrainingPanel(QWidget):
         self.set_corpus(TrainConfig.corpus)
         self.set_cell(TrainConfig.cell)
         self._cell_changed()
+        self._tokens_changed()
         self._corpus_changed()
 
     @property
@@ -221,6 +225,8 @@ class TrainingPanel(QWidget):
         form.addRow(form_widget)
         for key in keys:
             form.addRow(label_for(key), self.fields[key])
+            if key == "tokens":
+                form.addRow(self.tokens_form)
         return box, picker, description, form_widget
 
     def _device_combo(self) -> QComboBox:
@@ -246,14 +252,15 @@ class TrainingPanel(QWidget):
         if index >= 0:
             self.cell_combo.setCurrentIndex(index)
 
-    def _switch_form(self, form: ParamForm, kind: str, name: str, label: QLabel) -> None:
+    def _switch_form(self, form: ParamForm, kind: str, name: str, label: QLabel | None) -> None:
         if form.owner:  # remember what was typed for the previous component
             self._options_by_component[form.owner] = form.raw_values()
         owner = f"{kind} {name!r}"
         cls = self.host.get(kind, name)
         form.set_params(tuple(cls.params), owner)
         form.set_values(self._options_by_component.get(owner, {}))
-        label.setText(cls.description)
+        if label is not None:
+            label.setText(cls.description)
         self._form_changed()
 
     def _form_changed(self) -> None:
@@ -263,6 +270,8 @@ class TrainingPanel(QWidget):
         def chain(group):  # the group's widgets top to bottom, as its box shows them
             keys = dict.fromkeys("length" if s.widget == "length" else s.name for s in SF.gui_settings(TrainConfig, group))
             return [w for key in keys for w in ([self.fields["length"], self.fields["length_mode"]] if key == "length"
+                                                else [*SF.focus_chain(self.fields[key]), *self.tokens_form.focus_chain()]
+                                                if key == "tokens"
                                                 else SF.focus_chain(self.fields[key]) if key in self.fields else [])]
 
         order = [self.corpus_combo, *self.corpus_form.focus_chain(), *chain("data"),
@@ -284,6 +293,12 @@ class TrainingPanel(QWidget):
         if name:
             self._switch_form(self.corpus_form, "corpus", name, self.corpus_description)
             self.schedule_preview()
+
+    def _tokens_changed(self) -> None:
+        name = SF.raw_value(self.fields["tokens"])
+        if name:
+            self._switch_form(self.tokens_form, "tokenizer", name, None)
+            self.tokens_form.setVisible(bool(self.tokens_form.params))  # char and word have no options
 
     def _cell_changed(self) -> None:
         name = self.cell_combo.currentData()
@@ -307,7 +322,7 @@ class TrainingPanel(QWidget):
         config = TrainConfig(
             corpus=self.corpus_combo.currentData(), corpus_options=self.corpus_form.values(),
             cell=self.cell_combo.currentData(), cell_options=self.cell_form.values(),
-            epochs=length if mode == "epochs" else 0, max_steps=length if mode == "steps" else 0,
+            tokens_options=self.tokens_form.values(), epochs=length if mode == "epochs" else 0, max_steps=length if mode == "steps" else 0,
             minutes=float(length) if mode == "minutes" else 0.0, **values)
         try:
             config.validate()
@@ -320,6 +335,7 @@ class TrainingPanel(QWidget):
         """Everything the user set, for the settings file."""
         self._options_by_component[self.corpus_form.owner] = self.corpus_form.raw_values()
         self._options_by_component[self.cell_form.owner] = self.cell_form.raw_values()
+        self._options_by_component[self.tokens_form.owner] = self.tokens_form.raw_values()
         return {"corpus": self.corpus_combo.currentData(), "cell": self.cell_combo.currentData(),
                 "options": dict(self._options_by_component),
                 "fields": {k: SF.raw_value(w) for k, w in self.fields.items() if k not in ("resume", "name")}}
@@ -340,6 +356,7 @@ class TrainingPanel(QWidget):
         self.set_corpus(state.get("corpus") or "")
         self.cell_form.set_values(self._options_by_component.get(self.cell_form.owner, {}))
         self.corpus_form.set_values(self._options_by_component.get(self.corpus_form.owner, {}))
+        self._tokens_changed()
         self.schedule_preview()
 
     def prepare_resume(self, name: str) -> None:
@@ -359,7 +376,7 @@ class TrainingPanel(QWidget):
 
     def _resume_toggled(self, on: bool) -> None:
         """Resume trains the saved model as it is: its corpus, cell, size and tokens come into the form, locked."""
-        locked = [self.corpus_combo, self.cell_combo, self.corpus_form, self.cell_form,
+        locked = [self.corpus_combo, self.cell_combo, self.corpus_form, self.cell_form, self.tokens_form,
                   *(self.fields[k] for k in RESUME_LOCKED if k in self.fields)]
         saved = None
         name = self.fields["name"].text().strip()
@@ -377,6 +394,8 @@ class TrainingPanel(QWidget):
             self.set_cell(saved.get("cell") or "")
             self.corpus_form.set_values(saved.get("corpus_options") or {})
             self.cell_form.set_values(saved.get("cell_options") or {})
+            self._tokens_changed()
+            self.tokens_form.set_values(saved.get("tokens_options") or {})
             for key in RESUME_LOCKED:
                 if key in self.fields and key in saved:
                     F.set_value(self.fields[key], saved[key])
