@@ -7,45 +7,31 @@ import html
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+                               QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..errors import RNNStudioError
 from .dialogs import show_error
-from .dialogs import open_text
-from .inspector_view import SAMPLE_TEXT, TokenView
-from .model_choice import ModelCache, fill_combo, model_names
-from .workers import Background
+from .inspector_view import TokenView
+from .model_choice import fill_combo, model_names
+from .model_text_view import ModelTextView
 
 BEST = "(each unit's best feature)"
 MAX_TOKENS = 5_000  # stepping is one Python call per token; keep the view responsive
 RANKED = 40  # rows in the ranking table
 
 
-class ExplorerView(QWidget):
+class ExplorerView(ModelTextView):
     """Run a model over a text, then pick a layer/unit (or click a ranked unit) to colour the text by it."""
 
     explored = Signal(object)  # explorer.Activations now on screen
-    failed = Signal(object)
-    status = Signal(str)
 
     def __init__(self, host=None, parent=None):
-        super().__init__(parent)
-        self.setObjectName("page")
-        self.host = host
-        self.models = ModelCache(host)
+        super().__init__(host, input_height=90, parent=parent)
         self.acts = None
         self.features = {}
-        self.busy = False
-        self._token = 0
-        self.background = Background()
-        self.background.done.connect(self._done)
-        self.background.failed.connect(self._failed)
 
         self.model = QComboBox()
         self.model.setMinimumContentsLength(18)
-        self.open_button = QPushButton("Open file…")
-        self.open_button.clicked.connect(self.open_file)
         self.run_button = QPushButton("Run", objectName="primary")
         self.run_button.setToolTip(f"feed the text through the model one token at a time (first {MAX_TOKENS:,})")
         self.run_button.clicked.connect(self.run)
@@ -72,9 +58,6 @@ class ExplorerView(QWidget):
         for w in (self.png_button, self.html_button):
             second.addWidget(w)
 
-        self.input = QPlainTextEdit(SAMPLE_TEXT)
-        self.input.setPlaceholderText("Paste text here, or open a file")
-        self.input.setMaximumHeight(90)
         self.text_view = TokenView()
         self.text_view.setPlaceholderText("Pick a model and press Run: the text is coloured by a hidden unit.")
         self.caption = QLabel("", objectName="hint")
@@ -118,39 +101,19 @@ class ExplorerView(QWidget):
     def select_model(self, name: str) -> None:
         self.model.setCurrentText(name)
 
-    def set_text(self, text: str) -> None:
-        self.input.setPlainText(text)
-
-    def open_file(self, path: str | None = None) -> None:
-        text = open_text(self, path)
-        if text is not None:
-            self.set_text(text)
-
     # -- work -----------------------------------------------------------------------
     def run(self) -> bool:
         name = self.model.currentText()
-        if not name:
-            show_error(self, RNNStudioError("no saved model yet; train one first"))
-            return False
-        self._token += 1
-        self.busy = True
-        self.run_button.setEnabled(False)
-        self.status.emit(f"running {name} over the text…")
-        self.background.submit(self._token, self._compute, name, self.input.toPlainText())
-        return True
+        return self.start(self.run_button, name, f"running {name} over the text…", name, self.input.toPlainText())
 
-    def _compute(self, name: str, text: str):
+    def compute(self, name: str, text: str):
         from ..explorer import explore, rank_units, text_features
 
         acts = explore(self.models.get(name), text, max_tokens=MAX_TOKENS)
         features = text_features(acts.tokens)
         return acts, features, rank_units(acts, features=features, limit=RANKED)
 
-    def _done(self, token, result) -> None:
-        if token != self._token:
-            return
-        self.busy = False
-        self.run_button.setEnabled(True)
+    def show_done(self, result) -> None:
         self.acts, self.features, ranked = result
         self.layer.blockSignals(True)
         self.layer.clear()
@@ -172,17 +135,6 @@ class ExplorerView(QWidget):
         self.explored.emit(self.acts)
         notes = "; ".join(self.acts.notes)
         self.status.emit(f"{len(self.acts.tokens):,} tokens through {self.acts.model}{'; ' + notes if notes else ''}")
-
-    def _failed(self, token, exc) -> None:
-        if token != self._token:
-            return
-        self.busy = False
-        self.run_button.setEnabled(True)
-        self.failed.emit(exc)
-        show_error(self, exc)
-
-    def is_busy(self) -> bool:
-        return self.busy
 
     # -- ranking ----------------------------------------------------------------------
     def rerank(self) -> None:

@@ -8,16 +8,12 @@ from bisect import bisect_right
 
 from PySide6.QtCore import QEvent, QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter,
-                               QTextBrowser, QTextEdit, QToolTip, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QTextBrowser, QTextEdit,
+                               QToolTip, QVBoxLayout)
 
-from ..errors import RNNStudioError
-from .dialogs import open_text, show_error
-from .model_choice import ModelCache, fill_combo, model_names
-from .workers import Background
+from .model_choice import fill_combo, model_names
+from .model_text_view import ModelTextView
 
-SAMPLE_TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
-               "matter to us. \"It is simple,\" he said; for i in range(10): print(i)\n")
 PAGE_TOKENS = 5_000  # tokens drawn per page of a view; scoring always covers the whole text
 NONE = "(none)"
 
@@ -144,31 +140,19 @@ def diff_colour(diff: float) -> tuple[int, int, int]:
     return int(255 - 75 * t), int(255 - 140 * t), int(255 - 20 * t)
 
 
-class InspectorView(QWidget):
+class InspectorView(ModelTextView):
     """Paste or open a text, pick a model (and optionally a second one), press Inspect."""
 
     explained = Signal(object)  # the explain() or compare() result now on screen
-    failed = Signal(object)
-    status = Signal(str)
 
     def __init__(self, host=None, parent=None):
-        super().__init__(parent)
-        self.setObjectName("page")
-        self.host = host
-        self.models = ModelCache(host)
+        super().__init__(host, input_height=110, parent=parent)
         self.result: dict | None = None
-        self.busy = False
-        self._token = 0
-        self.background = Background()
-        self.background.done.connect(self._done)
-        self.background.failed.connect(self._failed)
 
         self.model_a = QComboBox()
         self.model_b = QComboBox()
         self.model_a.setMinimumContentsLength(18)
         self.model_b.setMinimumContentsLength(18)
-        self.open_button = QPushButton("Open file…")
-        self.open_button.clicked.connect(self.open_file)
         self.inspect_button = QPushButton("Inspect", objectName="primary")
         self.inspect_button.clicked.connect(self.inspect)
         self.page = 0  # which PAGE_TOKENS tokens of the result are drawn
@@ -190,9 +174,6 @@ class InspectorView(QWidget):
         top.addWidget(self.next_button)
         self._update_paging()
 
-        self.input = QPlainTextEdit(SAMPLE_TEXT)
-        self.input.setPlaceholderText("Paste text here, or open a file")
-        self.input.setMaximumHeight(110)
         self.view_a = TokenView()
         self.view_b = TokenView()
         self.view_diff = TokenView()
@@ -228,55 +209,24 @@ class InspectorView(QWidget):
         self.model_a.setCurrentText(a)
         self.model_b.setCurrentText(b or NONE)
 
-    def set_text(self, text: str) -> None:
-        self.input.setPlainText(text)
-
-    def open_file(self, path: str | None = None) -> None:
-        text = open_text(self, path)
-        if text is not None:
-            self.set_text(text)
-
     # -- work -----------------------------------------------------------------------
     def inspect(self) -> bool:
         """Score the text under model A (and B) in a worker thread; False when there is nothing to do."""
         a = self.model_a.currentText()
         b = self.model_b.currentText()
-        text = self.input.toPlainText()
-        if not a:
-            show_error(self, RNNStudioError("no saved model yet; train one first"))
-            return False
-        self._token += 1
-        self.busy = True
-        self.inspect_button.setEnabled(False)
-        self.status.emit(f"inspecting with {a}…")
-        self.background.submit(self._token, self._compute, a, None if b in ("", NONE) else b, text)
-        return True
+        return self.start(self.inspect_button, a, f"inspecting with {a}…", a, None if b in ("", NONE) else b,
+                          self.input.toPlainText())
 
-    def _compute(self, a: str, b: str | None, text: str) -> dict:
+    def compute(self, a: str, b: str | None, text: str) -> dict:
         from ..inspector import compare, explain
 
         if b is None:
             return {"kind": "explain", **explain(self.models.get(a), text, host=self.host)}
         return {"kind": "compare", **compare(self.models.get(a), self.models.get(b), text, host=self.host)}
 
-    def _done(self, token, result) -> None:
-        if token != self._token:
-            return  # an older request finished after a newer one started
-        self.busy = False
-        self.inspect_button.setEnabled(True)
+    def show_done(self, result: dict) -> None:
         self.show_result(result)
         self.explained.emit(result)
-
-    def _failed(self, token, exc) -> None:
-        if token != self._token:
-            return
-        self.busy = False
-        self.inspect_button.setEnabled(True)
-        self.failed.emit(exc)
-        show_error(self, exc)
-
-    def is_busy(self) -> bool:
-        return self.busy
 
     # -- display --------------------------------------------------------------------
     def pages(self) -> int:
