@@ -115,3 +115,27 @@ def test_a_corpus_piece_that_is_not_str_is_refused_naming_the_plugin(corpus, kin
     assert message.startswith(f"corpus {corpus!r} (test:contracts)")
     assert f"gave a {kind} as piece" in message and "must give str" in message
     assert ("decode bytes" in message) == (kind == "bytes")
+
+
+class FailsInTraining(GoodGRU):
+    name = "fails-in-training"
+    description = "passes the first-batch check, then raises"
+    calls = 0
+
+    def forward(self, inputs, state):
+        type(self).calls += 1
+        if type(self).calls > 1:
+            raise ValueError("broken recurrence")
+        return super().forward(inputs, state)
+
+
+def test_a_failure_before_any_checkpoint_never_claims_one_is_intact(rnnstudio_home):
+    FailsInTraining.calls = 0
+    host = load_plugins(no_plugins=True, extra=[("test:fails", _plugin(FailsInTraining, _corpus("plain", [TEXT])))])
+    cfg = TrainConfig(corpus="plain", cell="fails-in-training", hidden_size=5, batch_size=4, seq_len=6, max_steps=3,
+                      eval_every=0, sample_every=0, name="never-saved")
+    with pytest.raises(RNNStudioError) as info:
+        list(Trainer(cfg, host=host).run())
+    message = str(info.value)
+    assert "broken recurrence" in message and "no checkpoint was saved" in message
+    assert "intact" not in message
