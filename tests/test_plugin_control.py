@@ -235,3 +235,34 @@ def test_gui_disable_reaches_the_apps_plugin_host(monkeypatch):
     monkeypatch.setenv("RNNSTUDIO_DISABLE", "observers")
     assert cli.main(["--disable", "metrics", "gui"]) == 0
     assert set(seen["host"].disabled) == {"builtin:metrics", "builtin:observers"}
+
+
+def test_a_missing_user_tokenizer_is_named_with_its_file(rnnstudio_home, capsys, tiny_corpus):
+    folder = rnnstudio_home / "data" / "plugins"
+    folder.mkdir(parents=True)
+    plugin = folder / "pairs.py"
+    plugin.write_text(textwrap.dedent('''
+        import rnnstudio
+
+        class Pairs(rnnstudio.Tokenizer):
+            name = "pairs"
+            description = "two characters a token"
+            whole_words = False
+            def split(self, text):
+                return [text[i:i + 2] for i in range(0, len(text), 2)]
+
+        @rnnstudio.hookimpl
+        def register_tokenizers(register):
+            register(Pairs)
+    '''))
+    args = ["train", "--corpus", "text-file", "--corpus-opt", f"path={tiny_corpus}", "--tokens", "pairs",
+            "--max-steps", "1", "--hidden-size", "8", "--batch-size", "2", "--seq-len", "4", "--eval-every", "0",
+            "--name", "paired"]
+    assert cli.main(args) == 0
+    plugin.unlink()
+    plugins.set_default_host(None)
+    capsys.readouterr()
+    assert cli.main(["generate", "--model", "paired", "--length", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a tokenizer plugin that is not loaded" in err and f"user plugin file {plugin}" in err
+    assert len(err.splitlines()) == 1
