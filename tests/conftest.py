@@ -28,3 +28,29 @@ def tiny_corpus(tmp_path):
     path = tmp_path / "tiny.txt"
     path.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """GUI tests: every error dialog as (title, text), recorded instead of shown (a modal dialog would block the test)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    shown: list[tuple[str, str]] = []
+
+    def critical(parent, title, text, *args, **kwargs):
+        shown.append((title, text))
+        return QMessageBox.Ok
+
+    monkeypatch.setattr(QMessageBox, "critical", critical)
+    return shown
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and a busy machine makes extra threads spin); restore after.
+    A test module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

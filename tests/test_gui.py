@@ -21,9 +21,12 @@ from rnnstudio.gui import workers  # noqa: E402
 from rnnstudio.gui.main_window import MainWindow  # noqa: E402
 from rnnstudio.gui.param_form import PathEdit  # noqa: E402
 from rnnstudio.plugins import load_plugins  # noqa: E402
-from rnnstudio.trainer import TrainConfig, Trainer  # noqa: E402
+from rnnstudio.trainer import TrainConfig  # noqa: E402
+
+from gui_training import configure, joined_window, train_directly  # noqa: E402
 
 WAIT_MS = 30_000
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py, like ``errors``
 
 
 class SixCorpus(rnnstudio.Corpus):
@@ -55,60 +58,14 @@ def _six_plugin():
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    """Every error dialog, recorded instead of shown (a modal dialog would block the test)."""
-    shown: list[tuple[str, str]] = []
-
-    def critical(parent, title, text, *args, **kwargs):
-        shown.append((title, text))
-        return QMessageBox.Ok
-
-    monkeypatch.setattr(QMessageBox, "critical", critical)
-    return shown
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread (and a busy machine makes extra threads spin); restore after."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def host():
     return load_plugins(no_plugins=True, extra=[("test:six-params", _six_plugin())])
 
 
 @pytest.fixture
 def window(qtbot, host, errors):
-    win = MainWindow(host, restore=False)
-    qtbot.addWidget(win)
-    yield win
-    # teardown: never leave a thread running
-    assert win.training.stop_and_join(timeout_s=30)
-    assert win.generation.stop_and_join(timeout_s=30)
-
-
-def configure(panel, corpus_path, **overrides):
-    """Tiny settings: the text-file corpus on a temp file, an 8-unit GRU, 4x8 batches."""
-    panel.set_corpus("text-file")
-    panel.corpus_form.editors["path"].setText(str(corpus_path))
-    values = {"hidden_size": 8, "batch_size": 4, "seq_len": 8, "length_mode": "steps", "length": 20,
-              "eval_every": 5, "sample_every": 10, "device": "cpu", "threads": 1, "name": "gui-model"}
-    values.update(overrides)
-    for key, value in values.items():
-        F.set_value(panel.fields[key], value)
-
-
-def train_directly(corpus_path, name, steps=5):
-    """A saved model made without the GUI (for the generation and models tests)."""
-    config = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus_path)}, hidden_size=8, batch_size=4,
-                         seq_len=8, max_steps=steps, eval_every=0, name=name, device="cpu", threads=1)
-    for _ in Trainer(config, host=load_plugins(no_plugins=True)).run():
-        pass
+    with joined_window(qtbot, host) as win:
+        yield win
 
 
 def test_start_shows_progress_and_finishes(qtbot, window, tiny_corpus, errors):

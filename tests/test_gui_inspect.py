@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("pytestqt")
 from PySide6.QtCore import QEvent, Qt  # noqa: E402
 from PySide6.QtGui import QHelpEvent, QImage, QTextCursor  # noqa: E402
-from PySide6.QtWidgets import QFileDialog, QMessageBox, QToolTip  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QToolTip  # noqa: E402
 
 from rnnstudio import runs  # noqa: E402
 from rnnstudio.gui.explorer_view import ExplorerView  # noqa: E402
@@ -25,14 +25,6 @@ from rnnstudio.trainer import TrainConfig, Trainer  # noqa: E402
 
 WAIT_MS = 30_000
 TEXT = 'the cat sat on the mat.\n"the mat" (sat) on the cat.'
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Error dialogs, recorded instead of shown."""
-    shown: list[tuple[str, str]] = []
-    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a, **k: shown.append((title, text)))
-    return shown
 
 
 def train(corpus, name, cell, steps=6):

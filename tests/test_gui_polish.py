@@ -18,54 +18,31 @@ from rnnstudio import checkpoint, runs  # noqa: E402
 from rnnstudio.config import TrainConfig  # noqa: E402
 from rnnstudio.gui import fields as F  # noqa: E402
 from rnnstudio.gui import platform_check  # noqa: E402
-from rnnstudio.gui.main_window import MainWindow  # noqa: E402
 from rnnstudio.plugins import load_plugins  # noqa: E402
 from rnnstudio.trainer import Trainer  # noqa: E402
 
+import gui_training  # noqa: E402
+from gui_training import joined_window  # noqa: E402
+
 WAIT_MS = 30_000
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[tuple[str, str]] = []
-    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a, **k: shown.append((title, text)))
-    return shown
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py, like ``errors``
 
 
 @pytest.fixture
 def window(qtbot, errors, monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)  # never a modal in teardown
-    win = MainWindow(load_plugins(no_plugins=True), restore=False)
-    qtbot.addWidget(win)
-    yield win
-    assert win.training.stop_and_join(timeout_s=30)
-    assert win.generation.stop_and_join(timeout_s=30)
+    with joined_window(qtbot, load_plugins(no_plugins=True)) as win:
+        yield win
 
 
 def configure(panel, corpus_path, **overrides):
-    panel.set_corpus("text-file")
-    panel.corpus_form.editors["path"].setText(str(corpus_path))
-    values = {"hidden_size": 8, "batch_size": 4, "seq_len": 8, "length_mode": "steps", "length": 12,
-              "eval_every": 4, "sample_every": 0, "device": "cpu", "threads": 1, "name": "polish"}
-    values.update(overrides)
-    for key, value in values.items():
-        F.set_value(panel.fields[key], value)
+    """The shared tiny settings, shorter: 12 steps, no samples."""
+    gui_training.configure(panel, corpus_path, **{"length": 12, "eval_every": 4, "sample_every": 0, "name": "polish",
+                                                  **overrides})
 
 
-def train_directly(corpus_path, name, steps=4, **kw):
-    config = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus_path)}, hidden_size=8, batch_size=4,
-                         seq_len=8, max_steps=steps, eval_every=0, name=name, device="cpu", threads=1, **kw)
-    for _ in Trainer(config, host=load_plugins(no_plugins=True)).run():
-        pass
+def train_directly(corpus_path, name):
+    gui_training.train_directly(corpus_path, name, steps=4)
 
 
 # -- 1. first launch on a bare Linux --------------------------------------------------------
