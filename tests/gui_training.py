@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from rnnstudio.gui import fields as F
 from rnnstudio.gui.main_window import MainWindow
 from rnnstudio.plugins import load_plugins
-from rnnstudio.trainer import TrainConfig, Trainer
+from tiny_models import train_on_file
 
 
 @contextmanager
@@ -34,7 +34,5 @@ def configure(panel, corpus_path, **overrides):
 
 def train_directly(corpus_path, name, steps=5, **kw):
     """A saved model made without the GUI (for the generation and models tests)."""
-    config = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus_path)}, hidden_size=8, batch_size=4,
-                         seq_len=8, max_steps=steps, eval_every=0, name=name, device="cpu", threads=1, **kw)
-    for _ in Trainer(config, host=load_plugins(no_plugins=True)).run():
-        pass
+    train_on_file(corpus_path, name, host=load_plugins(no_plugins=True), hidden_size=8, batch_size=4, seq_len=8,
+                  max_steps=steps, eval_every=0, threads=1, **kw)

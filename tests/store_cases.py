@@ -15,13 +15,10 @@ from rnnstudio import paths
 
 def train_good(corpus: Path, name: str = "good", steps: int = 6) -> Path:
     """A tiny model (and its run record), trained in-process."""
-    from rnnstudio.trainer import TrainConfig, Trainer
+    from tiny_models import train_on_file
 
-    config = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus)}, cell="gru", hidden_size=16,
-                         batch_size=4, seq_len=8, max_steps=steps, eval_every=0, device="cpu", threads=1, seed=1,
-                         name=name)
-    for _ in Trainer(config).run():
-        pass
+    train_on_file(corpus, name, cell="gru", hidden_size=16, batch_size=4, seq_len=8, max_steps=steps, eval_every=0,
+                  threads=1, seed=1)
     return paths.models_dir() / name
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli_checks import one_line_error
-from rnnstudio.trainer import TrainConfig, Trainer
+from tiny_models import train_on_file
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 TINY_TRAIN = ["--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--max-steps", "1", "--eval-every", "0",
@@ -31,19 +31,10 @@ def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     corpus = home / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    old = os.environ.get("RNNSTUDIO_HOME")
-    os.environ["RNNSTUDIO_HOME"] = str(home)
-    try:
-        cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus)}, cell="gru", hidden_size=8,
-                          batch_size=2, seq_len=8, max_steps=2, eval_every=0, checkpoint_every=0, device="cpu",
-                          name="m", seed=0, threads=1)
-        for _ in Trainer(cfg).run():
-            pass
-    finally:
-        if old is None:
-            os.environ.pop("RNNSTUDIO_HOME", None)
-        else:
-            os.environ["RNNSTUDIO_HOME"] = old
+    with pytest.MonkeyPatch.context() as mp:  # a module-scoped fixture cannot use ``monkeypatch``
+        mp.setenv("RNNSTUDIO_HOME", str(home))
+        train_on_file(corpus, "m", cell="gru", hidden_size=8, batch_size=2, seq_len=8, max_steps=2, eval_every=0,
+                      checkpoint_every=0, seed=0, threads=1)
     return home
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 
 import pytest
@@ -21,18 +20,15 @@ from rnnstudio.gui.main_window import MainWindow  # noqa: E402
 from rnnstudio.gui.runs_view import RunsView  # noqa: E402
 from rnnstudio.inspector import probability_colour  # noqa: E402
 from rnnstudio.plugins import default_host  # noqa: E402
-from rnnstudio.trainer import TrainConfig, Trainer  # noqa: E402
+from tiny_models import train_on_file  # noqa: E402
 
 WAIT_MS = 30_000
 TEXT = 'the cat sat on the mat.\n"the mat" (sat) on the cat.'
 
 
 def train(corpus, name, cell, steps=6):
-    cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus)}, cell=cell, hidden_size=16,
-                      batch_size=4, seq_len=16, max_steps=steps, eval_every=3, checkpoint_every=0, device="cpu",
-                      name=name)
-    for _ in Trainer(cfg).run():
-        pass
+    train_on_file(corpus, name, cell=cell, hidden_size=16, batch_size=4, seq_len=16, max_steps=steps, eval_every=3,
+                  checkpoint_every=0)
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +37,10 @@ def trained_home(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     corpus = root / "corpus.txt"
     corpus.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
-    old = os.environ.get("RNNSTUDIO_HOME")
-    os.environ["RNNSTUDIO_HOME"] = str(root / "home")
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # a module-scoped fixture cannot use ``monkeypatch``
+        mp.setenv("RNNSTUDIO_HOME", str(root / "home"))
         for name, cell in (("gru-a", "gru"), ("rnn-b", "rnn-scratch"), ("lstm-x", "lstm")):
             train(corpus, name, cell)
-    finally:
-        if old is None:
-            os.environ.pop("RNNSTUDIO_HOME", None)
-        else:
-            os.environ["RNNSTUDIO_HOME"] = old
     return root / "home"
 
 

@@ -23,15 +23,12 @@ from rnnstudio.data import Vocab
 from rnnstudio.errors import RNNStudioError
 from rnnstudio.model import ModelConfig, RNNLanguageModel
 from rnnstudio.plugins import default_host
-from rnnstudio.trainer import TrainConfig, Trainer
+from tiny_models import train_on_file
 
 
 def train_model(path, name, *, cell="rnn-scratch", steps=15, seed=0, tokens="char", preprocess=None):
-    cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(path)}, cell=cell, hidden_size=16,
-                      batch_size=4, seq_len=16, max_steps=steps, eval_every=0, checkpoint_every=0, device="cpu",
-                      name=name, seed=seed, tokens=tokens, preprocess=preprocess)
-    for _ in Trainer(cfg).run():
-        pass
+    train_on_file(path, name, cell=cell, hidden_size=16, batch_size=4, seq_len=16, max_steps=steps, eval_every=0,
+                  checkpoint_every=0, seed=seed, tokens=tokens, preprocess=preprocess)
     return load_model(name)
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from rnnstudio import scoring
 from rnnstudio.checkpoint import load_model
-from rnnstudio.trainer import TrainConfig, Trainer
+from tiny_models import train_on_file
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
         "foolishness, it was the epoch of belief, it was the epoch of incredulity.\n")
@@ -27,20 +27,11 @@ def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     corpus = home / "corpus.txt"
     corpus.write_text(TEXT * 60, encoding="utf-8")
-    old = os.environ.get("RNNSTUDIO_HOME")
-    os.environ["RNNSTUDIO_HOME"] = str(home)
-    try:
-        cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(corpus)}, cell="gru", hidden_size=32,
-                          batch_size=8, seq_len=32, max_steps=40, eval_every=0, checkpoint_every=0, device="cpu",
-                          name="score-me", seed=0, threads=1)
-        for _ in Trainer(cfg).run():
-            pass
+    with pytest.MonkeyPatch.context() as mp:  # a module-scoped fixture cannot use ``monkeypatch``
+        mp.setenv("RNNSTUDIO_HOME", str(home))
+        train_on_file(corpus, "score-me", cell="gru", hidden_size=32, batch_size=8, seq_len=32, max_steps=40,
+                      eval_every=0, checkpoint_every=0, seed=0, threads=1)
         yield load_model("score-me"), corpus, home
-    finally:
-        if old is None:
-            os.environ.pop("RNNSTUDIO_HOME", None)
-        else:
-            os.environ["RNNSTUDIO_HOME"] = old
 
 
 @pytest.mark.parametrize("n, streams, burn_in", [(10_000, 32, 64), (1_000, 32, 64), (700, 4, 16), (5, 8, 2),
