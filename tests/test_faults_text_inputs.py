@@ -7,16 +7,15 @@ CLI in a subprocess at least once; its further variants run ``cli.main`` in-proc
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from cli_checks import one_line_error
+from local_http import QuietHandler, serving
 from tiny_models import train_on_file
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -241,7 +240,7 @@ def test_samples_that_cannot_fit_are_refused_before_allocating(home, in_home, ca
 @pytest.fixture
 def short_server():
     """A server on 127.0.0.1 that promises 100,000 bytes and sends 1,000, then closes."""
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "100000")
@@ -250,16 +249,8 @@ def short_server():
             self.wfile.flush()
             self.close_connection = True
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/timemachine.txt"
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with serving(Handler) as url:
+        yield f"{url}/timemachine.txt"
 
 
 def test_a_cut_off_download_says_so_keeps_nothing_and_says_to_retry(short_server, tmp_path):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 
 import pytest
 
+from local_http import QuietHandler, serving
 from rnnstudio.errors import RNNStudioError
 from rnnstudio.plugins import load_plugins
 
@@ -16,7 +15,7 @@ BOOK = b"The Time Machine, by H. G. Wells [1898]\n\n\nI\n\nThe Time Traveller (f
 
 @pytest.fixture
 def server():
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             if self.path == "/timemachine.txt":
                 self.send_response(200)
@@ -26,15 +25,8 @@ def server():
             else:
                 self.send_error(404)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join()
+    with serving(Handler) as url:
+        yield url
 
 
 def _corpus(**opts):
