@@ -419,26 +419,6 @@ def bench_startup(repeats: int = 5) -> dict:
 
 # -- 4. data ---------------------------------------------------------------------------------------
 
-def make_corpus(folder: Path, source: Path | None, megabytes: int) -> Path:
-    """A ``megabytes`` MB text file: The Time Machine (or Python's docs) repeated, lines numbered so it varies."""
-    if source and source.exists():
-        base = source.read_text(encoding="utf-8")
-    else:
-        from pydoc_data.topics import topics
-        base = "\n".join(topics.values())
-    lines = base.splitlines()
-    path = folder / "big.txt"
-    target = megabytes * 1_000_000
-    written, copy = 0, 0
-    with open(path, "w", encoding="utf-8") as fh:
-        while written < target:
-            block = "\n".join(f"{copy} {line}" for line in lines) + "\n"
-            fh.write(block)
-            written += len(block.encode("utf-8"))
-            copy += 1
-    return path
-
-
 def _proc_status_bytes(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -483,8 +463,10 @@ def data_child(path: str, what: str) -> None:
 
 
 def bench_data(text: Path | None, megabytes: int) -> dict:
+    from bench_score import make_text_file  # the same numbered-lines file as the scoring rows
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = make_corpus(Path(tmp), text, megabytes)
+        path = make_text_file(Path(tmp), text, megabytes, "big.txt")
         size = path.stat().st_size
         log(f"[data] {size / 1e6:.0f} MB corpus")
         env = {**os.environ, "RNNSTUDIO_HOME": tmp}
