@@ -59,8 +59,11 @@ def test_models_reads_no_torch():
 def test_generate_and_score_on_a_hostile_folder_give_one_line_errors(good, name, capsys, tiny_corpus):
     make_hostile_folders(good, [name])
     expected = HOSTILE_FOLDERS[name][1]
-    one_line_error(capsys, ["--no-plugins", "generate", "--model", name, "--length", "3"], f"'{name}'", expected)
-    one_line_error(capsys, ["--no-plugins", "score", "--model", name, str(tiny_corpus)], f"'{name}'", expected)
+    # --weights last: the folders break weights.safetensors, and the default is the (intact) best weights
+    one_line_error(capsys, ["--no-plugins", "generate", "--model", name, "--length", "3", "--weights", "last"],
+                   f"'{name}'", expected)
+    one_line_error(capsys, ["--no-plugins", "score", "--model", name, str(tiny_corpus), "--weights", "last"],
+                   f"'{name}'", expected)
 
 
 def test_hostile_shapes_are_refused_from_the_header_before_any_allocation(good, tiny_corpus):
@@ -157,7 +160,8 @@ def test_an_unreadable_config_says_unreadable_not_corrupt(good, monkeypatch, cap
 def test_a_weights_file_that_is_a_folder_is_named_as_such_when_reading_and_writing(good, capsys):
     (good / ckpt.WEIGHTS).unlink()
     (good / ckpt.WEIGHTS).mkdir()
-    assert "folder" in one_line_error(capsys, ["--no-plugins", "generate", "--model", "good"], "'good'")
+    assert "folder" in one_line_error(capsys, ["--no-plugins", "generate", "--model", "good", "--weights", "last"],
+                                      "'good'")
     (good / ckpt.WEIGHTS).rmdir()
     shutil.copy(good / ckpt.BEST, good / ckpt.WEIGHTS)
     (good / ckpt.BEST).unlink()
@@ -406,7 +410,8 @@ def test_a_model_folder_deleted_during_training_is_written_again_complete(tiny_c
     assert code == 0, err
     assert deleted == 3
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["best.safetensors", "config.json", "train_state.safetensors", "vocab.json", "weights.safetensors"])
+        ["best.safetensors", "config.json", "tokenizer.json", "train_state.safetensors", "vocab.json",
+         "weights.safetensors"])
     assert ckpt.load_model("vanishing").config["summary"]["step"] == 400
     assert [m.error for m in ckpt.list_models()] == [None]
     assert run_cli("generate", "--model", "vanishing", "--length", "5", "--seed", "1").returncode == 0
