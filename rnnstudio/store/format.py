@@ -52,13 +52,13 @@ def model_path(name_or_path: str | os.PathLike) -> Path:
 
 def _open_regular(path: Path, model: str, what: str) -> int:
     """An fd for ``path`` if it is a regular file: a FIFO or a device never blocks or streams forever."""
+    file = f"model {model!r}: {path.name}"
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise RNNStudioError(f"model {model!r}: {path.name} is missing{what}") from None
+        raise RNNStudioError(f"{file} is missing{what}") from None
     except IsADirectoryError:
-        raise RNNStudioError(f"model {model!r}: {path.name} is a folder, not a file; remove it, "
-                             f"or restore the file from a backup") from None
+        raise RNNStudioError(f"{file} is a folder, not a file; remove it, or restore the file from a backup") from None
     except OSError as exc:
         raise RNNStudioError(f"model {model!r}: cannot read {path.name} ({exc.strerror or exc}); "
                              f"check the file's permissions") from None
@@ -66,7 +66,7 @@ def _open_regular(path: Path, model: str, what: str) -> int:
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        raise RNNStudioError(f"model {model!r}: {path.name} is {kind}; remove it, or restore the file from a backup")
+        raise RNNStudioError(f"{file} is {kind}; remove it, or restore the file from a backup")
     return fd
 
 
@@ -84,6 +84,7 @@ def _read_fd(fd: int, size: int) -> bytes:
 def read_json(path: Path, model: str, *, missing: str = "") -> Any:
     """A JSON file's value; any problem is a one-line RNNStudioError that names the model and the file."""
     fd = _open_regular(path, model, missing)
+    corrupt = f"model {model!r}: {path.name} is corrupt"
     try:
         size = os.fstat(fd).st_size
         if size > MAX_JSON_BYTES:
@@ -99,14 +100,12 @@ def read_json(path: Path, model: str, *, missing: str = "") -> Any:
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise RNNStudioError(f"model {model!r}: {path.name} is corrupt (not UTF-8 text: {exc.reason} at byte "
-                             f"{exc.start}); restore it from a backup, or retrain") from None
+        raise RNNStudioError(f"{corrupt} (not UTF-8 text: {exc.reason} at byte {exc.start}); restore it from a "
+                             f"backup, or retrain") from None
     except RecursionError:
-        raise RNNStudioError(f"model {model!r}: {path.name} is corrupt (nested too deeply); restore it from a "
-                             f"backup, or retrain") from None
+        raise RNNStudioError(f"{corrupt} (nested too deeply); restore it from a backup, or retrain") from None
     except ValueError as exc:
-        raise RNNStudioError(f"model {model!r}: {path.name} is corrupt (not JSON: {exc}); restore it from a "
-                             f"backup, or retrain") from None
+        raise RNNStudioError(f"{corrupt} (not JSON: {exc}); restore it from a backup, or retrain") from None
 
 
 def read_json_text(text, model: str, what: str) -> Any:
@@ -257,7 +256,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                 "epoch": Field("int", optional=True, min=0),
                 "val_perplexity": Field("number", optional=True), "train_perplexity": Field("number", optional=True),
                 "tokens_per_s": Field("number", optional=True), "device": Field("str", optional=True),
-                "updated": Field("str", optional=True), "created": Field("str", optional=True)},
+                "updated": Field("str", optional=True), "created": Field("str", optional=True),
+                "best_step": Field("int", optional=True, min=0), "best_val_perplexity": Field("number", optional=True)},
     "vocab": {"tokens": Field("list"), "tokenizer": Field("str", optional=True, nonempty=True)},
     "tokenizer": {"name": Field("str", nonempty=True), "options": Field("dict"), "state": Field("dict")},
     "train_state": {"format_version": Field("int", optional=True, min=0), "position": Field("dict"),
