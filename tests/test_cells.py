@@ -43,6 +43,15 @@ def paired(name, torch_cls, seed=0):
     return ref, cell
 
 
+def paired_with_inputs(name, torch_cls, seed):
+    """``paired``'s two modules, an input (T, B, E) and a starting state drawn from a generator seeded ``seed``,
+    and that generator for further draws."""
+    ref, cell = paired(name, torch_cls)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, E, generator=gen)
+    return ref, cell, gen, x, random_state(name, gen)
+
+
 def test_all_six_cells_are_registered():
     names = default_host().names("cell")
     for name in ALL_CELLS:
@@ -51,10 +60,7 @@ def test_all_six_cells_are_registered():
 
 @pytest.mark.parametrize("name,torch_cls", PAIRS)
 def test_scratch_matches_fused_outputs_and_final_states(name, torch_cls):
-    ref, cell = paired(name, torch_cls)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(T, B, E, generator=gen)
-    state = random_state(name, gen)
+    ref, cell, _, x, state = paired_with_inputs(name, torch_cls, seed=1)
     y_ref, s_ref = ref(x, state)
     y, s = cell(x, state)
     assert y.shape == (T, B, H)
@@ -67,10 +73,7 @@ def test_scratch_matches_fused_outputs_and_final_states(name, torch_cls):
 @pytest.mark.parametrize("name,torch_cls", PAIRS)
 def test_scratch_matches_fused_gradients(name, torch_cls):
     """The hand-written BPTT gives torch's gradients for the inputs, the state and every weight."""
-    ref, cell = paired(name, torch_cls)
-    gen = torch.Generator().manual_seed(2)
-    x = torch.randn(T, B, E, generator=gen)
-    state = random_state(name, gen)
+    ref, cell, gen, x, state = paired_with_inputs(name, torch_cls, seed=2)
     w_out = torch.randn(T, B, H, generator=gen)
     w_fin = [torch.randn(L, B, H, generator=gen) for _ in as_tuple(state)]
 
