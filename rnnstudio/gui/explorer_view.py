@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 from ..errors import RNNStudioError
 from .dialogs import show_error
 from .inspector_view import TokenView
-from .model_choice import fill_combo, model_names
+from .model_choice import fill_combo
 from .model_text_view import ModelTextView
 
 BEST = "(each unit's best feature)"
@@ -85,16 +85,9 @@ class ExplorerView(ModelTextView):
         split.addWidget(left)
         split.addWidget(rank_box)
         split.setSizes([900, 380])
-        col = QVBoxLayout(self)
-        col.addLayout(top)
-        col.addLayout(second)
-        col.addWidget(self.input)
-        col.addWidget(split, 1)
-        self.refresh_models()
+        self.lay_out([top, second], split)
 
-    def refresh_models(self) -> None:
-        self.models.clear()
-        names = model_names()
+    def list_models(self, names: list[str]) -> None:
         fill_combo(self.model, names)
         self.run_button.setEnabled(bool(names))
 

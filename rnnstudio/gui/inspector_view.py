@@ -9,9 +9,9 @@ from bisect import bisect_right
 from PySide6.QtCore import QEvent, QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QTextBrowser, QTextEdit,
-                               QToolTip, QVBoxLayout)
+                               QToolTip)
 
-from .model_choice import fill_combo, model_names
+from .model_choice import fill_combo
 from .model_text_view import ModelTextView
 
 PAGE_TOKENS = 5_000  # tokens drawn per page of a view; scoring always covers the whole text
@@ -191,16 +191,10 @@ class InspectorView(ModelTextView):
         panes.addWidget(self.view_diff)
         panes.addWidget(self.breakdown)
         panes.setSizes([330, 160, 230])
-        col = QVBoxLayout(self)
-        col.addLayout(top)
-        col.addWidget(self.input)
-        col.addWidget(panes, 1)
-        self.refresh_models()
+        self.lay_out([top], panes)
 
     # -- models ---------------------------------------------------------------------
-    def refresh_models(self) -> None:
-        self.models.clear()
-        names = model_names()
+    def list_models(self, names: list[str]) -> None:
         fill_combo(self.model_a, names)
         fill_combo(self.model_b, [NONE, *names])
         self.inspect_button.setEnabled(bool(names))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QPlainTextEdit, QPushButton, QWidget
+from PySide6.QtWidgets import QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from ..errors import RNNStudioError
 from .dialogs import open_text, show_error
-from .model_choice import ModelCache
+from .model_choice import ModelCache, model_names
 from .workers import Background
 
 SAMPLE_TEXT = ("The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite "
@@ -17,9 +17,11 @@ SAMPLE_TEXT = ("The Time Traveller (for so it will be convenient to speak of him
 class ModelTextView(QWidget):
     """A text box with an Open file… button, and one background job at a time over it.
 
-    A subclass calls ``start(button, model, message, *args)`` from its button's slot: ``compute(*args)`` runs in a
-    daemon thread, then ``show_done(result)`` runs on the GUI thread. Only the newest request's outcome is shown
-    (an older one that finishes late is dropped); a failure re-enables the button, emits ``failed`` and shows a dialog.
+    A subclass builds its widgets and places them with ``lay_out(rows, body)``, fills its model picker(s) in
+    ``list_models(names)``, and calls ``start(button, model, message, *args)`` from its button's slot:
+    ``compute(*args)`` runs in a daemon thread, then ``show_done(result)`` runs on the GUI thread. Only the newest
+    request's outcome is shown (an older one that finishes late is dropped); a failure re-enables the button, emits
+    ``failed`` and shows a dialog.
     """
 
     failed = Signal(object)
@@ -41,6 +43,25 @@ class ModelTextView(QWidget):
         self.input = QPlainTextEdit(SAMPLE_TEXT)
         self.input.setPlaceholderText("Paste text here, or open a file")
         self.input.setMaximumHeight(input_height)
+
+    def lay_out(self, rows: list, body: QWidget) -> None:
+        """The page from top to bottom: the ``rows`` of controls, the text box, then ``body`` in the space left;
+        then the saved models are listed."""
+        col = QVBoxLayout(self)
+        for row in rows:
+            col.addLayout(row)
+        col.addWidget(self.input)
+        col.addWidget(body, 1)
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        """Forget the loaded models and list the saved ones again (the window calls this whenever models change)."""
+        self.models.clear()
+        self.list_models(model_names())
+
+    def list_models(self, names: list[str]) -> None:
+        """Offer ``names`` in the model picker(s)."""
+        raise NotImplementedError
 
     def set_text(self, text: str) -> None:
         self.input.setPlainText(text)
