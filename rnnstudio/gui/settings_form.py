@@ -26,6 +26,16 @@ class OptionalSpin(QWidget):
         spin.setEnabled(False)
 
 
+class CompactDoubleSpin(QDoubleSpinBox):
+    """A number box that keeps four decimals but shows only the ones a value needs (0.1, not 0.1000)."""
+
+    def textFromValue(self, value: float) -> str:
+        locale = self.locale()
+        point = locale.decimalPoint()
+        text = locale.toString(value, "f", self.decimals()).replace(locale.groupSeparator(), "").rstrip("0")
+        return text + "0" if text.endswith(point) else text
+
+
 def _int_range(s: SettingInfo) -> tuple[int, int]:
     m = s.meta
     lo = m.min if m.min is not None else (m.above + 1 if m.above is not None else -_INT_LIMIT)
@@ -63,7 +73,13 @@ def editor(s: SettingInfo, value: Any = None) -> QWidget:
     elif s.kind == "float" and not s.optional:
         decimals = 4
         lo, hi = _float_range(s, decimals)
-        w = F.dspin(float(value), lo, hi, 0.05 if hi <= 1 else 0.5, decimals, tip)
+        w = CompactDoubleSpin()
+        w.setCorrectionMode(QDoubleSpinBox.CorrectToNearestValue)
+        w.setRange(lo, hi)
+        w.setDecimals(decimals)
+        w.setSingleStep(0.05 if hi <= 1 else 0.5)
+        w.setValue(float(value))
+        w.setToolTip(tip)
     else:  # text, and optional numbers typed as text ("" means the default)
         w = F.line("" if value is None else str(value), s.meta.placeholder, tip)
     w.setObjectName(f"setting_{s.name}")
