@@ -251,11 +251,10 @@ def page(window):
 
 def screenshot(window) -> None:
     """For ``screenshots.py``: the demo model's units over a docs-like text, opened on the best-ranked unit."""
-    from .inspector_view import SCREENSHOT_TEXT, page_of
-    from .screenshots import DEMO_MODEL, settle, wait_until
+    from .inspector_view import SCREENSHOT_TEXT
+    from .screenshots import DEMO_MODEL, run_to_end, settle, show_tab
 
-    view = page_of(window, ExplorerView)
-    window.show_page(view)
+    view = show_tab(window, ExplorerView)
     view.refresh_models()
     try:  # a real page of the demo corpus: quotes, brackets and code
         from pydoc_data.topics import topics
@@ -264,9 +263,7 @@ def screenshot(window) -> None:
     except (ImportError, KeyError):
         view.set_text(SCREENSHOT_TEXT * 4)
     view.select_model(DEMO_MODEL)
-    if not view.run():
-        raise RuntimeError("the explorer did not start")
-    wait_until(lambda: not view.is_busy(), 180, "the explorer")
+    run_to_end(view, view.run, 180, "the explorer")
     if view.acts is None or not view.text_view.starts:
         raise RuntimeError("the explorer shows no activations")
     settle()

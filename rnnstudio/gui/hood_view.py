@@ -142,11 +142,9 @@ def page(window):
 
 def screenshot(window) -> None:
     """For ``screenshots.py`` (after the runs shot trained an ``rnn`` model): one real step both ways."""
-    from .inspector_view import page_of
-    from .screenshots import DEMO_MODEL, settle
+    from .screenshots import DEMO_MODEL, settle, show_tab
 
-    view = page_of(window, HoodView)
-    window.show_page(view)
+    view = show_tab(window, HoodView)
     view.refresh_models()
     view.select_model(f"{DEMO_MODEL}-rnn")
     view.text.setText("The Time Traveller")

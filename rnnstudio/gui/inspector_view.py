@@ -303,30 +303,19 @@ def page(window):
     return attach_view(window, InspectorView(window.host), "refresh_models")
 
 
-def page_of(window, cls):
-    """The main window's tab that is a ``cls`` view."""
-    for i in range(window.tabs.count()):
-        if isinstance(window.tabs.widget(i), cls):
-            return window.tabs.widget(i)
-    raise RuntimeError(f"the window has no {cls.__name__} tab")
-
-
 SCREENSHOT_TEXT = ('Return the number of items in a container. "len(s)" counts the characters of a string;\n'
                    'for example, len("spam") == 4 and the list [1, 2, 3] has three items.\n')
 
 
 def screenshot(window) -> None:
     """For ``screenshots.py``: the demo model's per-token view of a docs-like sentence."""
-    from .screenshots import DEMO_MODEL, settle, wait_until
+    from .screenshots import DEMO_MODEL, run_to_end, settle, show_tab
 
-    view = page_of(window, InspectorView)
-    window.show_page(view)
+    view = show_tab(window, InspectorView)
     view.refresh_models()
     view.set_text(SCREENSHOT_TEXT)
     view.select_models(DEMO_MODEL)
-    if not view.inspect():
-        raise RuntimeError("the inspector did not start")
-    wait_until(lambda: not view.is_busy(), 120, "the inspector")
+    run_to_end(view, view.inspect, 120, "the inspector")
     if view.result is None or not view.view_a.starts:
         raise RuntimeError("the inspector shows no tokens")
     settle()
@@ -334,16 +323,13 @@ def screenshot(window) -> None:
 
 def screenshot_compare(window) -> None:
     """For ``screenshots.py`` (after the runs shot): the demo GRU against the demo LSTM on the same text."""
-    from .screenshots import DEMO_MODEL, settle, wait_until
+    from .screenshots import DEMO_MODEL, run_to_end, settle, show_tab
 
-    view = page_of(window, InspectorView)
-    window.show_page(view)
+    view = show_tab(window, InspectorView)
     view.refresh_models()
     view.set_text(SCREENSHOT_TEXT)
     view.select_models(DEMO_MODEL, f"{DEMO_MODEL}-lstm")
-    if not view.inspect():
-        raise RuntimeError("the comparison did not start")
-    wait_until(lambda: not view.is_busy(), 120, "the comparison")
+    run_to_end(view, view.inspect, 120, "the comparison")
     if view.result is None or view.result["kind"] != "compare":
         raise RuntimeError("the inspector shows no comparison")
     settle()

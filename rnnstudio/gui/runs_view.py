@@ -342,8 +342,7 @@ def screenshot(window) -> None:
     """For ``screenshots.py``: train the demo's settings with the rnn and lstm cells too, then overlay all three."""
     from ..checkpoint import model_path
     from ..trainer import TrainConfig, Trainer
-    from .inspector_view import page_of
-    from .screenshots import DEMO_MODEL, settle
+    from .screenshots import DEMO_MODEL, settle, show_tab
 
     for cell in ("rnn", "lstm"):
         name = f"{DEMO_MODEL}-{cell}"
@@ -354,8 +353,7 @@ def screenshot(window) -> None:
         for _ in Trainer(config, host=window.host).run():
             pass
     window.models_changed.emit()
-    view = page_of(window, RunsView)
-    window.show_page(view)
+    view = show_tab(window, RunsView)
     view.set_metric("val perplexity")
     if len(view.selected_ids()) < 3 or not all(view.point_count(i) >= 2 for i in view.selected_ids()):
         raise RuntimeError("the runs view does not show three runs with curves")

@@ -39,6 +39,23 @@ def settle(seconds: float = 0.3) -> None:
         time.sleep(0.02)
 
 
+def show_tab(window, cls):
+    """Bring the main window's ``cls`` tab to the front; returns that view."""
+    for i in range(window.tabs.count()):
+        view = window.tabs.widget(i)
+        if isinstance(view, cls):
+            window.show_page(view)
+            return view
+    raise RuntimeError(f"the window has no {cls.__name__} tab")
+
+
+def run_to_end(view, start, timeout_s: float, what: str) -> None:
+    """Press a view's button (``start()``, False when it did not start) and wait until its background work is done."""
+    if not start():
+        raise RuntimeError(f"{what} did not start")
+    wait_until(lambda: not view.is_busy(), timeout_s, what)
+
+
 def shot_training(window) -> None:
     """Train a GRU on the default corpus long enough for its samples to read as text (a few CPU minutes)."""
     from . import fields as F
