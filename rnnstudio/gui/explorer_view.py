@@ -211,32 +211,40 @@ class ExplorerView(ModelTextView):
 
     # -- export -------------------------------------------------------------------------
     def export_png(self, path: str | None = None) -> str | None:
-        if self.acts is None:
-            return None
-        if not path:
-            path, _ = QFileDialog.getSaveFileName(self, "Save the coloured text as PNG", "unit.png", "PNG (*.png)")
-            if not path:
-                return None
-        if not self.text_view.grab().save(path, "PNG"):
-            show_error(self, RNNStudioError(f"could not write {path}; pick another folder"))
-            return None
-        self.status.emit(f"saved {path}")
-        return path
+        """Save the coloured text as an image; the path written, or None."""
+        def write(path: str) -> None:
+            if not self.text_view.grab().save(path, "PNG"):
+                raise RNNStudioError(f"could not write {path}; pick another folder")
+
+        return self._export(path, "PNG", write)
 
     def export_html(self, path: str | None = None) -> str | None:
+        """Save the coloured text, with its tooltips, as a web page; the path written, or None."""
+        from ..explorer import save_html
+
+        def write(path: str) -> None:
+            series, unit = self.current()
+            try:
+                save_html(self.acts, series, unit, path)
+            except OSError as exc:
+                raise RNNStudioError(f"could not write {path} ({exc.strerror or exc}); pick another folder") from None
+
+        return self._export(path, "HTML", write)
+
+    def _export(self, path: str | None, kind: str, write) -> str | None:
+        """Ask where to save unless ``path`` is given, then ``write(path)``; its error shows in a dialog."""
         if self.acts is None:
             return None
         if not path:
-            path, _ = QFileDialog.getSaveFileName(self, "Save the coloured text as HTML", "unit.html", "HTML (*.html)")
+            ext = kind.lower()
+            path, _ = QFileDialog.getSaveFileName(self, f"Save the coloured text as {kind}", f"unit.{ext}",
+                                                  f"{kind} (*.{ext})")
             if not path:
                 return None
-        from ..explorer import save_html
-
-        series, unit = self.current()
         try:
-            save_html(self.acts, series, unit, path)
-        except OSError as exc:
-            show_error(self, RNNStudioError(f"could not write {path} ({exc.strerror or exc}); pick another folder"))
+            write(path)
+        except RNNStudioError as exc:
+            show_error(self, exc)
             return None
         self.status.emit(f"saved {path}")
         return path
