@@ -317,6 +317,11 @@ def to_argv(config: Any) -> list[str]:
 
 # -- the docs -----------------------------------------------------------------------------
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def markdown_table(cls: type) -> str:
     """The options table of the docs, one row per command-line setting."""
     rows = ["| option | default | what it does |", "|---|---|---|"]
@@ -325,11 +330,23 @@ def markdown_table(cls: type) -> str:
             continue
         if s.kind == "bool":
             option = f"`{s.flag}`"
-        elif s.kind == "options":
-            option = f"`{s.flag} {s.meta.metavar or 'KEY=VALUE'}`"
+        elif s.meta.choices:
+            option = f"`{s.flag} {'|'.join(map(str, s.meta.choices))}`".replace("|", "\\|")
         else:
-            option = f"`{s.flag} {s.meta.metavar or s.kind.upper()}`"
-        default = "—" if s.default in (None, {}, False) else f"`{s.default}`"
-        extra = f" One of {', '.join(map(str, s.meta.choices))}." if s.meta.choices else ""
-        rows.append(f"| {option} | {default} | {s.meta.help}{extra} |")
+            metavar = s.meta.metavar or ("KEY=VALUE" if s.kind == "options" else _METAVARS.get(s.kind, "TEXT"))
+            option = f"`{s.flag} {metavar}{' ...' if s.meta.many else ''}`"
+        empty = s.default is None or s.default is False or s.default in ("", {})
+        default = "—" if empty else f"`{option_text(s.default)}`"
+        rows.append(f"| {option} | {default} | {_cell(s.meta.help)} |")
     return "\n".join(rows)
+
+
+def replace_tables(text: str, tables: dict[str, type]) -> str:
+    """``text`` with each ``<!-- options:NAME -->…<!-- /options:NAME -->`` block holding ``markdown_table(cls)``."""
+    for name, cls in tables.items():
+        start, end = f"<!-- options:{name} -->", f"<!-- /options:{name} -->"
+        if start not in text or end not in text:
+            raise ValueError(f"no {start} … {end} block")
+        head, rest = text.split(start, 1)
+        text = f"{head}{start}\n{markdown_table(cls)}\n{end}{rest.split(end, 1)[1]}"
+    return text

@@ -66,3 +66,17 @@ def test_every_example_in_the_guide_loads_and_keeps_its_contract(rnnstudio_home,
     host = testing.load_plugin_file(obs_path)
     testing.train_briefly(host, corpus="python-docs", max_tokens=3000, steps=2, eval_every=1)
     assert (tmp_path / "val.csv").read_text().splitlines()[:2][0] == "step,perplexity"
+
+
+def test_the_readmes_short_plugin_loads_and_trains_a_word_model(rnnstudio_home):
+    readme = (GUIDE.parent.parent / "README.md").read_text(encoding="utf-8")
+    [plugin] = _plugin_blocks(readme.split("<!-- example:readme-plugin -->")[1])
+    folder = rnnstudio_home / "data" / "plugins"
+    folder.mkdir(parents=True)
+    (folder / "counting.py").write_text(plugin, encoding="utf-8")
+    host = load_plugins()
+    assert host.failures == [] and "counting" in host.names("corpus")
+    cfg = TrainConfig(corpus="counting", corpus_options={"limit": 500}, tokens="word", hidden_size=16, batch_size=4,
+                      seq_len=8, max_steps=10, save=False, eval_every=0)
+    final = list(Trainer(cfg, host=host).run())[-1]
+    assert final.kind == "summary" and final.steps == 10

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from rnnstudio.cli import build_parser, train_config_from_args
 from rnnstudio.config import SamplingConfig, TrainConfig, command_for_config, saved_settings
-from rnnstudio.settings import SettingError, check, expand, from_args, markdown_table, render_error, schema, to_argv
+from rnnstudio.settings import (SettingError, check, expand, from_args, markdown_table, render_error, replace_tables,
+                                schema, to_argv)
 
 
 def _subparser(command):
@@ -87,6 +89,13 @@ def test_resume_keeps_the_model_settings():
     kept = saved_settings()
     assert {"corpus", "cell", "hidden_size", "tokens"} <= set(kept)
     assert "max_steps" not in kept and "lr" not in kept
+
+
+def test_the_user_guide_shows_the_schemas_tables():
+    guide = Path(__file__).resolve().parent.parent / "docs" / "user-guide.md"
+    text = guide.read_text(encoding="utf-8")
+    fresh = replace_tables(text, {"train": TrainConfig, "generate": SamplingConfig})
+    assert fresh == text, "the options tables are out of date: run `python docs/update_options.py`"
 
 
 def test_the_docs_table_lists_every_flag():
