@@ -72,9 +72,8 @@ class HoodView(QWidget):
             self.table.horizontalHeaderItem(j).setToolTip(tip)
         col = QVBoxLayout(self)
         col.addLayout(top)
-        col.addWidget(self.formula)
-        col.addWidget(self.shapes)
-        col.addWidget(self.difference)
+        for w in (self.formula, self.shapes, self.difference):
+            col.addWidget(w)
         col.addWidget(self.table, 1)
         self.refresh_models()
 
