@@ -32,7 +32,7 @@ def tiny_corpus(tmp_path):
 
 @pytest.fixture
 def errors(monkeypatch):
-    """GUI tests: every error dialog as (title, text), recorded instead of shown (a modal dialog would block the test)."""
+    """GUI tests: every error dialog as (title, text), recorded instead of shown (a modal would block the test)."""
     from PySide6.QtWidgets import QMessageBox
 
     shown: list[tuple[str, str]] = []

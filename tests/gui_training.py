@@ -1,4 +1,4 @@
-"""Shared test helper for the GUI tests: a main window that is always joined, tiny Training-form settings, tiny models."""
+"""Shared test helper for the GUI tests: a main window whose threads are always joined, tiny settings, tiny models."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from tiny_models import train_on_file
 
 @contextmanager
 def joined_window(qtbot, host):
-    """A main window with no restored settings; on the way out its training and generation threads are stopped and joined."""
+    """A main window with no restored settings; on the way out its training and generation threads are stopped
+    and joined."""
     win = MainWindow(host, restore=False)
     qtbot.addWidget(win)
     yield win

@@ -1,4 +1,4 @@
-"""The base of the pages that run a saved model over a pasted or opened text off the GUI thread (Inspector, Explorer)."""
+"""The base of the pages that run a saved model over a pasted or opened text in the background (Inspector, Explorer)."""
 
 from __future__ import annotations
 
