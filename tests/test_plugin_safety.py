@@ -12,20 +12,7 @@ import textwrap
 
 import pytest
 
-GOOD = textwrap.dedent('''
-    import rnnstudio
-
-    class Shout(rnnstudio.Metric):
-        name = "shout"
-        description = "always 42"
-        def reset(self): pass
-        def update(self, logits, targets, nll): pass
-        def value(self): return 42.0
-
-    @rnnstudio.hookimpl
-    def register_metrics(register):
-        register(Shout)
-''')
+from plugin_files import SHOUT_METRIC
 
 
 def _cli(*argv, env=None):
@@ -42,7 +29,7 @@ def _plugins_folder(home):
 def test_a_planted_pyc_matching_the_source_never_runs(rnnstudio_home, tmp_path):
     folder = _plugins_folder(rnnstudio_home)
     good = folder / "good.py"
-    good.write_text(GOOD)
+    good.write_text(SHOUT_METRIC)
     good.chmod(0o644)
     marker = tmp_path / "pwned"
     evil = compile(f"open({str(marker)!r}, 'w').write('ran')\n", str(good), "exec")
@@ -71,7 +58,7 @@ def test_a_plugin_that_exits_or_runs_argparse_at_import_is_contained(rnnstudio_h
     (folder / "quitter.py").write_text("import sys\nsys.exit(3)\n")
     (folder / "parser.py").write_text("import argparse\np = argparse.ArgumentParser()\np.add_argument('--x')\n"
                                       "p.parse_args()\n")
-    (folder / "good.py").write_text(GOOD)
+    (folder / "good.py").write_text(SHOUT_METRIC)
     (folder / "hook_exits.py").write_text(textwrap.dedent('''
         import sys, rnnstudio
         @rnnstudio.hookimpl

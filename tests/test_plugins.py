@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import types
 from importlib import metadata
 
@@ -15,6 +14,8 @@ import rnnstudio
 from rnnstudio import plugins
 from rnnstudio.errors import RNNStudioError
 from rnnstudio.plugins import load_plugins
+
+from plugin_files import SHOUT_METRIC
 
 BUILTIN = {
     "corpus": {"python-docs", "text-file", "time-machine"},
@@ -96,20 +97,7 @@ def test_register_rejects_a_class_of_the_wrong_kind():
 def test_user_folder_plugins_load_and_broken_ones_are_reported(tmp_path):
     folder = tmp_path / "plugins"
     folder.mkdir()
-    (folder / "good.py").write_text(textwrap.dedent('''
-        import rnnstudio
-
-        class Shout(rnnstudio.Metric):
-            name = "shout"
-            description = "always 42"
-            def reset(self): pass
-            def update(self, logits, targets, nll): pass
-            def value(self): return 42.0
-
-        @rnnstudio.hookimpl
-        def register_metrics(register):
-            register(Shout)
-    '''))
+    (folder / "good.py").write_text(SHOUT_METRIC)
     (folder / "bad.py").write_text("import does_not_exist_anywhere\n")
     host = load_plugins(user_dir=folder)
     assert host.source_of("metric", "shout") == f"user:{folder / 'good.py'}"
