@@ -324,9 +324,9 @@ class Trainer:
                           total, count_parameters(model), step, epoch, str(writer.path) if writer else "")
             for message in load_warnings:
                 yield Warned(step, message)
-            yield from self._guarded(self._loop(model, opt, vocab, train_ids, val_ids, metric_classes, writer,
-                                                device, step, epoch, batch_start, hidden, best_val, total,
-                                                steps_per_epoch, sample_prefix, pos))
+            loop = TrainingLoop(self, model, opt, vocab, train_ids, val_ids, metric_classes, writer, device, step,
+                                epoch, batch_start, hidden, best_val, total, steps_per_epoch, sample_prefix, pos)
+            yield from self._guarded(loop.run())
         finally:
             if lock:
                 lock.release()
@@ -345,7 +345,7 @@ class Trainer:
             note = self._save_after_failure() if self._save_after_failure else "no checkpoint was saved"
             raise RNNStudioError(f"{message}; training stopped, {note}", source=source) from None
         finally:
-            self._save_after_failure = None  # it closes over the loop (and self): no cycle outlives the run
+            self._save_after_failure = None  # the loop's method (the loop holds self): no cycle outlives the run
 
     def describe_failure(self, exc: BaseException, during: str) -> tuple[str, str | None]:
         """``(message, source)`` for an exception from the loop: the cell plugin's only if its code raised it."""
@@ -353,312 +353,6 @@ class Trainer:
         if raised_in(exc, self.host.cell(cell).__module__):
             return f"the cell plugin raised {describe_failure(exc)}{during}", f"cell {cell!r}"
         return f"training failed{during}: {describe_failure(exc)} (raised in {_raised_where(exc)})", None
-
-    def _loop(self, model, opt, vocab, train_ids, val_ids, metric_classes, writer, device, step, epoch,
-              batch_start, hidden, best_val, total, steps_per_epoch, sample_prefix, resumed: dict | None = None):
-        from .schedules import lr_factor, step_progress
-
-        cfg = self.config
-        resumed = resumed or {}
-        warnings_out: list[str] = []
-        train_metrics = MetricSet(metric_factories(metric_classes, train=True), warnings_out.append)
-        val_metrics = self.make_metric_set(metric_factories(metric_classes), warnings_out.append, split="val")
-        from .scoring import bind_vocab
-
-        for metrics in (train_metrics, val_metrics):
-            bind_vocab(metrics, vocab)  # the per-character metrics count the characters of each token
-        params = [p for p in model.parameters() if p.requires_grad]
-        tokens_done = 0
-        run_steps = 0  # steps taken by this process (a resumed run starts at its checkpoint's step)
-        train_time = 0.0
-        start = time.perf_counter()
-        last_ckpt_time = time.monotonic()
-        first_loss = self._first_loss  # None on a fresh run: the first step's loss becomes the reference
-        explode_run = 0
-        last_val: dict[str, float] = {}
-        last_train: dict[str, float] = {}
-        stopped = False
-        budget = cfg.minutes * 60  # seconds in total, validation included; 0: no time limit
-        clock = self.clock
-        clock_start, elapsed_before = clock(), float(resumed.get("elapsed", 0.0))
-        bad_evals = int(resumed.get("bad_evals", 0))  # validations in a row without improvement (--patience)
-        best_step, best_val_on_disk = resumed.get("best_step"), resumed.get("best_val_perplexity")
-        last_val_step = None
-        pending_best = None  # (step, val perplexity, weights) of a best found before the folder exists
-        base_lr = cfg.learning_rate
-        scheduled = cfg.schedule != "constant" or cfg.warmup > 0
-
-        def elapsed():
-            return elapsed_before + clock() - clock_start
-
-        def out_of_time():
-            return bool(budget) and elapsed() >= budget
-
-        batch = batch_start
-        state = hidden
-        model.train()
-        forward = self.training_forward(model)  # under torchrun: DDP's forward, so its gradient hooks fire
-        saved_at = step if writer is not None and writer.created else None  # the step of the checkpoint on disk
-
-        def flush_warnings():
-            while warnings_out:
-                yield Warned(step, warnings_out.pop(0))
-
-        def position():
-            return {"step": step, "epoch": epoch, "batch": batch, "best_val": best_val, "first_loss": first_loss,
-                    "elapsed": elapsed(), "bad_evals": bad_evals, "best_step": best_step,
-                    "best_val_perplexity": best_val_on_disk}
-
-        def summary():
-            out = {"step": step, "epoch": epoch, "val_perplexity": last_val.get("perplexity"), "device": str(device),
-                   "best_step": best_step, "best_val_perplexity": best_val_on_disk}
-            if run_steps:  # a run that took no step keeps the saved train perplexity and speed
-                out.update(train_perplexity=last_train.get("perplexity"),
-                           tokens_per_s=tokens_done / train_time if train_time else 0.0)
-            return out
-
-        def keep_best() -> None:
-            """After a validation improved: write best.safetensors, or hold the weights until the folder exists."""
-            nonlocal best_step, best_val_on_disk, pending_best
-            if writer is None:
-                return
-            if writer.created:
-                best_step, best_val_on_disk = step, last_val.get("perplexity")
-                writer.save_best(model, step, summary())
-            else:
-                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                pending_best = (step, last_val.get("perplexity"), weights)
-
-        def note_best(now_best: bool) -> None:
-            """The step and validation perplexity of the weights that best.safetensors will hold."""
-            nonlocal best_step, best_val_on_disk
-            if now_best or (not writer.created and pending_best is None):  # a new folder's best: these weights
-                best_step = step
-                best_val_on_disk = last_val.get("perplexity") if last_val_step == step else None
-            elif not writer.created:
-                best_step, best_val_on_disk = pending_best[0], pending_best[1]
-
-        def save(best=False, collective=True):
-            nonlocal last_ckpt_time, saved_at, pending_best
-            last_ckpt_time = time.monotonic()
-            h = state_tensors(state) if (state is not None and cfg.partition == "sequential") else None
-            if collective:
-                h = self.gather_state(h)  # under torchrun every rank takes part; only rank 0 writes
-            elif cfg.world_size > 1:
-                h = None  # after a failure the peers may be gone: a resume starts a fresh state
-            if not all(bool(torch.isfinite(p).all()) for p in params):  # never checkpoint broken weights
-                raise diverged(step, "the weights became NaN or inf")
-            if writer is None:
-                return None
-            note_best(best)
-            first = not writer.created
-            writer.save(model, opt, position(), h, summary(), best=best)  # disk errors: RNNStudioError
-            if first and pending_best is not None:
-                if not best:  # the folder was created with the current weights as best: put the real best there
-                    writer.save_best(pending_best[2], pending_best[0], summary())
-                pending_best = None
-            saved_at = step
-            return Checkpointed(step, str(writer.path))
-
-        def checkpoint_note() -> str:
-            if writer is None and not self.is_main:
-                return "rank 0 keeps the checkpoints"
-            return "no checkpoint was saved" if saved_at is None else f"the last checkpoint (step {saved_at}) is intact"
-
-        def save_after_failure() -> str:
-            if writer is None or step == 0 or step == saved_at:
-                return checkpoint_note()
-            try:
-                save(collective=False)
-            except RNNStudioError:
-                return f"{checkpoint_note()}; step {step} could not be saved"
-            return f"the model is saved at step {step}"
-
-        self._save_after_failure = save_after_failure
-
-        def diverged(at_step, reason):
-            clip = "clip gradients harder ({clip}, now {clip_now})" if cfg.clip > 0 else "clip gradients ({clip} 1)"
-            exc = settings_error(
-                "training diverged at step {at_step}: {reason}. Lower the learning rate ({lr}, now {lr_now}) or "
-                + clip + "; {note}", at_step=at_step, reason=reason, lr_now=f"{cfg.learning_rate:g}",
-                clip_now=f"{cfg.clip:g}", note=checkpoint_note(), source=f"model {self.name!r}")
-            exc.diverged_step, exc.reason = at_step, str(reason)  # the GUI marks the step on its charts
-            return exc
-
-        def run_eval():
-            nonlocal best_val, last_val, last_val_step, bad_evals
-            try:
-                last_val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, val_metrics, device,
-                                    rank=cfg.rank, world_size=cfg.world_size) if len(val_ids) > 1 else {}
-            except RNNStudioError:
-                raise
-            except torch.cuda.OutOfMemoryError:
-                raise _out_of_memory(cfg, device) from None
-            except (Exception, SystemExit) as exc:  # metrics are guarded by MetricSet
-                raise _Fault(exc, f" during validation at step {step}") from exc
-            last_val = self.reduce_metrics(last_val, val_metrics)
-            ppl = last_val.get("perplexity", math.inf)
-            improved = ppl < best_val
-            last_val_step = step
-            if improved:
-                best_val = ppl
-                bad_evals = 0
-            elif "perplexity" in last_val:  # no validation text: patience never runs out
-                bad_evals += 1
-            return Evaluated(step, epoch, dict(last_val), improved)
-
-        stopped_early = False
-
-        def patience_spent() -> bool:
-            if not (cfg.patience and bad_evals >= cfg.patience):
-                return False
-            warnings_out.append(f"stopped early: {bad_evals} validations in a row without a perplexity below the "
-                                f"best, {best_val:.4g} (patience {cfg.patience})")
-            return True
-
-        train_metrics.reset()
-        # a resumed run that already reached its length only re-validates and saves
-        already_done = bool((cfg.max_steps and step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs)
-                            or out_of_time())
-        if already_done:
-            warnings_out.append(f"the model is already at step {step} (epoch {epoch}), which this run's length does "
-                                f"not exceed: it is validated and saved again, not trained")
-        while not already_done:
-            plan = BatchPlan(train_ids, cfg.batch_size, cfg.seq_len, cfg.partition, seed=cfg.seed, epoch=epoch,
-                             rank=cfg.rank, world_size=cfg.world_size)
-            if batch == 0:
-                state = None  # d2l: a fresh state at the start of every epoch
-            while batch < len(plan):
-                if self.should_stop():
-                    stopped = True
-                    break
-                if out_of_time():
-                    break
-                while self.pause_event.is_set() and not self.stop_event.is_set():
-                    time.sleep(0.05)
-                t0 = time.perf_counter()
-                X, Y = plan[batch]
-                X, Y = X.to(device, non_blocking=True), Y.to(device, non_blocking=True)
-                if state is None or cfg.partition == "random":
-                    state = model.begin_state(X.shape[0], device)
-                else:
-                    state = detach_state(state)
-                try:
-                    logits, new_state = forward(X, state)
-                    y = model.flat_targets(Y)
-                    nll = F.cross_entropy(logits, y, reduction="none")
-                    loss = nll.mean()
-                    loss_value = self.reduce_loss(loss.detach())  # the global mean under data parallelism
-                    if not math.isfinite(loss_value) or loss_value > MAX_LOSS:
-                        raise _Diverged(f"the loss became {loss_value:.4g}, so the perplexity is infinite"
-                                        if math.isfinite(loss_value) else f"the loss became {loss_value}")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.sync_gradients(model)
-                    if cfg.clip > 0:
-                        norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip)
-                    else:
-                        norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None))
-                    if not torch.isfinite(norm):
-                        raise _Diverged(f"the gradient norm became {float(norm)}")
-                    if scheduled:
-                        progress = (elapsed() / budget if budget else step_progress(step + 1, cfg.warmup, total))
-                        for group in opt.param_groups:
-                            group["lr"] = base_lr * lr_factor(cfg.schedule, step + 1, cfg.warmup, progress)
-                    opt.step()
-                except _Diverged as exc:
-                    raise diverged(step + 1, exc) from None
-                except RNNStudioError:
-                    raise
-                except torch.cuda.OutOfMemoryError:
-                    raise _out_of_memory(cfg, device) from None
-                except (Exception, SystemExit) as exc:
-                    raise _Fault(exc, f" at step {step + 1}") from exc
-                state = new_state
-                step += 1
-                batch += 1
-                tokens_done += X.numel() * cfg.world_size
-                train_metrics.update(logits.detach(), y, nll.detach())
-                step_time = time.perf_counter() - t0
-                train_time += step_time
-                if self._tuner:
-                    self._tuner.observe(step_time)  # threads=0: may switch the thread count for the next step
-
-                if first_loss is None:
-                    first_loss = loss_value
-                elif loss_value > cfg.explode_factor * first_loss:
-                    explode_run += 1
-                    if explode_run == cfg.explode_patience:
-                        warnings_out.append(
-                            f"the loss ({loss_value:.3g}) has been above {cfg.explode_factor:g}x the first loss "
-                            f"({first_loss:.3g}) for {explode_run} steps; it may be exploding: lower the learning "
-                            f"rate or clip gradients harder")
-                else:
-                    explode_run = 0
-                last_train = train_metrics.values()
-                rate = tokens_done / train_time if train_time else 0.0
-                remaining = (total - step) if total else None
-                run_steps += 1
-                eta = remaining * train_time / run_steps if remaining else None
-                shown_total = total
-                if budget:  # the bar and the ETA follow the time budget; the total is an estimate
-                    fraction = min(elapsed() / budget, 1.0)
-                    shown_total = max(step, round(step / fraction)) if fraction > 0 else 0
-                    eta = max(budget - elapsed(), 0.0)
-                yield Progress(step, shown_total, epoch, batch, len(plan), loss_value, rate,
-                               time.perf_counter() - start, eta, dict(last_train))
-                yield from flush_warnings()
-
-                done = bool(cfg.max_steps and step >= cfg.max_steps) or out_of_time()
-                if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-                    ev = run_eval()
-                    train_metrics.reset()
-                    yield ev
-                    if ev.best:
-                        keep_best()
-                    if patience_spent():
-                        done = stopped_early = True
-                if cfg.sample_every and step % cfg.sample_every == 0 and self.is_main:
-                    yield Sampled(step, self._sample(model, vocab, sample_prefix))
-                minutes_due = cfg.checkpoint_minutes and (time.monotonic() - last_ckpt_time) >= cfg.checkpoint_minutes * 60
-                if not done and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or minutes_due):
-                    ev = save()
-                    if ev:
-                        yield ev
-                yield from flush_warnings()
-                if done:
-                    break
-            if stopped or stopped_early or (cfg.max_steps and step >= cfg.max_steps) or out_of_time():
-                break
-            epoch += 1
-            batch = 0
-            if cfg.epochs and epoch >= cfg.epochs:
-                break
-            if not cfg.epochs and not cfg.max_steps and not budget:
-                break
-            if not cfg.eval_every or step % cfg.eval_every:
-                ev = run_eval()  # d2l reports at every epoch end
-                train_metrics.reset()
-                yield ev
-                if ev.best:
-                    keep_best()
-                if patience_spent():
-                    break
-
-        best_now = False  # a validation at this very step (patience, a time budget) is not repeated
-        if last_val_step != step or not last_val:
-            ev = run_eval()
-            best_now = ev.best
-            yield ev
-        if step > 0:
-            ck = save(best=best_now)
-            if ck:
-                yield ck
-        yield from flush_warnings()
-        rate = tokens_done / train_time if train_time else 0.0
-        path = str(writer.path) if writer is not None and writer.created else None
-        yield Finished(self.name, path, step, epoch, stopped, last_train.get("perplexity"),
-                       last_val.get("perplexity"), rate, time.perf_counter() - start, str(device), dict(last_train), dict(last_val))
 
     # -- hooks for data parallelism (see distributed.py); single-process defaults ----------
     @property
@@ -702,6 +396,368 @@ class Trainer:
             return f"(no sample: {exc})"
         except (Exception, SystemExit) as exc:
             raise _Fault(exc, " while sampling") from exc
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+class TrainingLoop:
+    """One run's loop: ``step`` takes one optimizer step, ``validate`` scores the validation split,
+    ``checkpoint`` saves, and ``run`` is the generator of events that ties them together.
+
+    Its state lives in attributes; the hooks for data parallelism stay on the trainer (``self.trainer``)."""
+
+    def __init__(self, trainer: "Trainer", model, opt, vocab, train_ids, val_ids, metric_classes, writer, device,
+                 step, epoch, batch_start, hidden, best_val, total, steps_per_epoch, sample_prefix,
+                 resumed: dict | None = None):
+        self.trainer = trainer
+        self.cfg = trainer.config
+        self.model, self.opt, self.vocab, self.writer, self.device = model, opt, vocab, writer, device
+        self.train_ids, self.val_ids, self.metric_classes = train_ids, val_ids, metric_classes
+        self.step_num, self.epoch, self.batch, self.state = step, epoch, batch_start, hidden  # where training is
+        self.best_val, self.total, self.steps_per_epoch = best_val, total, steps_per_epoch
+        self.sample_prefix = sample_prefix
+        self.resumed = resumed or {}
+
+    def _begin(self) -> None:
+        """The run's counters and metrics; called when ``run`` starts, so that the clocks start there too."""
+        from .scoring import bind_vocab
+
+        trainer, cfg, resumed = self.trainer, self.cfg, self.resumed
+        self.warnings_out: list[str] = []
+        self.train_metrics = MetricSet(metric_factories(self.metric_classes, train=True), self.warnings_out.append)
+        self.val_metrics = trainer.make_metric_set(metric_factories(self.metric_classes), self.warnings_out.append,
+                                                   split="val")
+        for metrics in (self.train_metrics, self.val_metrics):
+            bind_vocab(metrics, self.vocab)  # the per-character metrics count the characters of each token
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.tokens_done = 0
+        self.run_steps = 0  # steps taken by this process (a resumed run starts at its checkpoint's step)
+        self.train_time = 0.0
+        self.start = time.perf_counter()
+        self.last_ckpt_time = time.monotonic()
+        self.first_loss = trainer._first_loss  # None on a fresh run: the first step's loss becomes the reference
+        self.explode_run = 0
+        self.last_val: dict[str, float] = {}
+        self.last_train: dict[str, float] = {}
+        self.stopped = False
+        self.budget = cfg.minutes * 60  # seconds in total, validation included; 0: no time limit
+        self.clock = trainer.clock
+        self.clock_start, self.elapsed_before = self.clock(), float(resumed.get("elapsed", 0.0))
+        self.bad_evals = int(resumed.get("bad_evals", 0))  # validations in a row without improvement (--patience)
+        self.best_step, self.best_val_on_disk = resumed.get("best_step"), resumed.get("best_val_perplexity")
+        self.last_val_step = None
+        self.pending_best = None  # (step, val perplexity, weights) of a best found before the folder exists
+        self.base_lr = cfg.learning_rate
+        self.scheduled = cfg.schedule != "constant" or cfg.warmup > 0
+        self.model.train()
+        self.forward = trainer.training_forward(self.model)  # under torchrun: DDP's forward, so its hooks fire
+        writer = self.writer
+        self.saved_at = self.step_num if writer is not None and writer.created else None  # the step on disk
+        trainer._save_after_failure = self.save_after_failure
+        self.stopped_early = False
+
+    # -- time, warnings, what a checkpoint records ----------------------------------------
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + self.clock() - self.clock_start
+
+    def out_of_time(self) -> bool:
+        return bool(self.budget) and self.elapsed() >= self.budget
+
+    def flush_warnings(self):
+        while self.warnings_out:
+            yield Warned(self.step_num, self.warnings_out.pop(0))
+
+    def position(self) -> dict:
+        return {"step": self.step_num, "epoch": self.epoch, "batch": self.batch, "best_val": self.best_val,
+                "first_loss": self.first_loss, "elapsed": self.elapsed(), "bad_evals": self.bad_evals,
+                "best_step": self.best_step, "best_val_perplexity": self.best_val_on_disk}
+
+    def summary(self) -> dict:
+        out = {"step": self.step_num, "epoch": self.epoch, "val_perplexity": self.last_val.get("perplexity"),
+               "device": str(self.device), "best_step": self.best_step, "best_val_perplexity": self.best_val_on_disk}
+        if self.run_steps:  # a run that took no step keeps the saved train perplexity and speed
+            out.update(train_perplexity=self.last_train.get("perplexity"),
+                       tokens_per_s=self.tokens_done / self.train_time if self.train_time else 0.0)
+        return out
+
+    # -- best weights and checkpoints -----------------------------------------------------
+
+    def keep_best(self) -> None:
+        """After a validation improved: write best.safetensors, or hold the weights until the folder exists."""
+        writer = self.writer
+        if writer is None:
+            return
+        if writer.created:
+            self.best_step, self.best_val_on_disk = self.step_num, self.last_val.get("perplexity")
+            writer.save_best(self.model, self.step_num, self.summary())
+        else:
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.pending_best = (self.step_num, self.last_val.get("perplexity"), weights)
+
+    def note_best(self, now_best: bool) -> None:
+        """The step and validation perplexity of the weights that best.safetensors will hold."""
+        if now_best or (not self.writer.created and self.pending_best is None):  # a new folder's best: these
+            self.best_step = self.step_num
+            self.best_val_on_disk = self.last_val.get("perplexity") if self.last_val_step == self.step_num else None
+        elif not self.writer.created:
+            self.best_step, self.best_val_on_disk = self.pending_best[0], self.pending_best[1]
+
+    def checkpoint(self, best=False, collective=True) -> Checkpointed | None:
+        """Save the current step; ``None`` when this process keeps no checkpoints."""
+        cfg, state, writer = self.cfg, self.state, self.writer
+        self.last_ckpt_time = time.monotonic()
+        h = state_tensors(state) if (state is not None and cfg.partition == "sequential") else None
+        if collective:
+            h = self.trainer.gather_state(h)  # under torchrun every rank takes part; only rank 0 writes
+        elif cfg.world_size > 1:
+            h = None  # after a failure the peers may be gone: a resume starts a fresh state
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):  # never checkpoint broken weights
+            raise self.diverged(self.step_num, "the weights became NaN or inf")
+        if writer is None:
+            return None
+        self.note_best(best)
+        first = not writer.created
+        writer.save(self.model, self.opt, self.position(), h, self.summary(), best=best)  # disk errors: RNNStudioError
+        if first and self.pending_best is not None:
+            if not best:  # the folder was created with the current weights as best: put the real best there
+                writer.save_best(self.pending_best[2], self.pending_best[0], self.summary())
+            self.pending_best = None
+        self.saved_at = self.step_num
+        return Checkpointed(self.step_num, str(writer.path))
+
+    def checkpoint_note(self) -> str:
+        if self.writer is None and not self.trainer.is_main:
+            return "rank 0 keeps the checkpoints"
+        return ("no checkpoint was saved" if self.saved_at is None
+                else f"the last checkpoint (step {self.saved_at}) is intact")
+
+    def save_after_failure(self) -> str:
+        step = self.step_num
+        if self.writer is None or step == 0 or step == self.saved_at:
+            return self.checkpoint_note()
+        try:
+            self.checkpoint(collective=False)
+        except RNNStudioError:
+            return f"{self.checkpoint_note()}; step {step} could not be saved"
+        return f"the model is saved at step {step}"
+
+    def diverged(self, at_step, reason) -> RNNStudioError:
+        cfg = self.cfg
+        clip = "clip gradients harder ({clip}, now {clip_now})" if cfg.clip > 0 else "clip gradients ({clip} 1)"
+        exc = settings_error(
+            "training diverged at step {at_step}: {reason}. Lower the learning rate ({lr}, now {lr_now}) or "
+            + clip + "; {note}", at_step=at_step, reason=reason, lr_now=f"{cfg.learning_rate:g}",
+            clip_now=f"{cfg.clip:g}", note=self.checkpoint_note(), source=f"model {self.trainer.name!r}")
+        exc.diverged_step, exc.reason = at_step, str(reason)  # the GUI marks the step on its charts
+        return exc
+
+    # -- validation -----------------------------------------------------------------------
+
+    def validate(self) -> Evaluated:
+        cfg, device = self.cfg, self.device
+        try:
+            last_val = evaluate(self.model, self.val_ids, cfg.batch_size, cfg.seq_len, self.val_metrics, device,
+                                rank=cfg.rank, world_size=cfg.world_size) if len(self.val_ids) > 1 else {}
+        except RNNStudioError:
+            raise
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory(cfg, device) from None
+        except (Exception, SystemExit) as exc:  # metrics are guarded by MetricSet
+            raise _Fault(exc, f" during validation at step {self.step_num}") from exc
+        self.last_val = last_val  # kept if the reduction raises: save_after_failure's summary shows it
+        last_val = self.last_val = self.trainer.reduce_metrics(last_val, self.val_metrics)
+        ppl = last_val.get("perplexity", math.inf)
+        improved = ppl < self.best_val
+        self.last_val_step = self.step_num
+        if improved:
+            self.best_val = ppl
+            self.bad_evals = 0
+        elif "perplexity" in last_val:  # no validation text: patience never runs out
+            self.bad_evals += 1
+        return Evaluated(self.step_num, self.epoch, dict(last_val), improved)
+
+    def patience_spent(self) -> bool:
+        cfg = self.cfg
+        if not (cfg.patience and self.bad_evals >= cfg.patience):
+            return False
+        self.warnings_out.append(f"stopped early: {self.bad_evals} validations in a row without a perplexity below "
+                                 f"the best, {self.best_val:.4g} (patience {cfg.patience})")
+        return True
+
+    # -- one optimizer step ---------------------------------------------------------------
+
+    def step(self, X, Y):
+        """Forward, loss, backward, clip, schedule and the optimizer, from ``self.state``.
+
+        Returns ``(logits, y, nll, loss_value, new_state)``; a failure is raised as the error the run reports."""
+        from .schedules import lr_factor, step_progress
+
+        trainer, cfg, opt, params, step = self.trainer, self.cfg, self.opt, self.params, self.step_num
+        try:
+            logits, new_state = self.forward(X, self.state)
+            y = self.model.flat_targets(Y)
+            nll = F.cross_entropy(logits, y, reduction="none")
+            loss = nll.mean()
+            loss_value = trainer.reduce_loss(loss.detach())  # the global mean under data parallelism
+            if not math.isfinite(loss_value) or loss_value > MAX_LOSS:
+                raise _Diverged(f"the loss became {loss_value:.4g}, so the perplexity is infinite"
+                                if math.isfinite(loss_value) else f"the loss became {loss_value}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.sync_gradients(self.model)
+            if cfg.clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            else:
+                norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None))
+            if not torch.isfinite(norm):
+                raise _Diverged(f"the gradient norm became {float(norm)}")
+            if self.scheduled:
+                progress = (self.elapsed() / self.budget if self.budget
+                            else step_progress(step + 1, cfg.warmup, self.total))
+                for group in opt.param_groups:
+                    group["lr"] = self.base_lr * lr_factor(cfg.schedule, step + 1, cfg.warmup, progress)
+            opt.step()
+        except _Diverged as exc:
+            raise self.diverged(step + 1, exc) from None
+        except RNNStudioError:
+            raise
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory(cfg, self.device) from None
+        except (Exception, SystemExit) as exc:
+            raise _Fault(exc, f" at step {step + 1}") from exc
+        return logits, y, nll, loss_value, new_state
+
+    def watch_loss(self, loss_value: float) -> None:
+        """The explosion check: warn once the loss stays above explode_factor x the first loss."""
+        cfg = self.cfg
+        if self.first_loss is None:
+            self.first_loss = loss_value
+        elif loss_value > cfg.explode_factor * self.first_loss:
+            self.explode_run += 1
+            if self.explode_run == cfg.explode_patience:
+                self.warnings_out.append(
+                    f"the loss ({loss_value:.3g}) has been above {cfg.explode_factor:g}x the first loss "
+                    f"({self.first_loss:.3g}) for {self.explode_run} steps; it may be exploding: lower the learning "
+                    f"rate or clip gradients harder")
+        else:
+            self.explode_run = 0
+
+    def progress(self, plan_len: int, loss_value: float) -> Progress:
+        step, total, budget = self.step_num, self.total, self.budget
+        rate = self.tokens_done / self.train_time if self.train_time else 0.0
+        remaining = (total - step) if total else None
+        eta = remaining * self.train_time / self.run_steps if remaining else None
+        shown_total = total
+        if budget:  # the bar and the ETA follow the time budget; the total is an estimate
+            fraction = min(self.elapsed() / budget, 1.0)
+            shown_total = max(step, round(step / fraction)) if fraction > 0 else 0
+            eta = max(budget - self.elapsed(), 0.0)
+        return Progress(step, shown_total, self.epoch, self.batch, plan_len, loss_value, rate,
+                        time.perf_counter() - self.start, eta, dict(self.last_train))
+
+    # -- the events -----------------------------------------------------------------------
+
+    def run(self) -> Iterator[Event]:
+        self._begin()
+        trainer, cfg, device = self.trainer, self.cfg, self.device
+        self.train_metrics.reset()
+        # a resumed run that already reached its length only re-validates and saves
+        already_done = bool((cfg.max_steps and self.step_num >= cfg.max_steps)
+                            or (cfg.epochs and self.epoch >= cfg.epochs) or self.out_of_time())
+        if already_done:
+            self.warnings_out.append(f"the model is already at step {self.step_num} (epoch {self.epoch}), which "
+                                     f"this run's length does not exceed: it is validated and saved again, not trained")
+        while not already_done:
+            plan = BatchPlan(self.train_ids, cfg.batch_size, cfg.seq_len, cfg.partition, seed=cfg.seed,
+                             epoch=self.epoch, rank=cfg.rank, world_size=cfg.world_size)
+            if self.batch == 0:
+                self.state = None  # d2l: a fresh state at the start of every epoch
+            while self.batch < len(plan):
+                if trainer.should_stop():
+                    self.stopped = True
+                    break
+                if self.out_of_time():
+                    break
+                while trainer.pause_event.is_set() and not trainer.stop_event.is_set():
+                    time.sleep(0.05)
+                t0 = time.perf_counter()
+                X, Y = plan[self.batch]
+                X, Y = X.to(device, non_blocking=True), Y.to(device, non_blocking=True)
+                if self.state is None or cfg.partition == "random":
+                    self.state = self.model.begin_state(X.shape[0], device)
+                else:
+                    self.state = detach_state(self.state)
+                logits, y, nll, loss_value, self.state = self.step(X, Y)
+                self.step_num += 1
+                self.batch += 1
+                self.tokens_done += X.numel() * cfg.world_size
+                self.train_metrics.update(logits.detach(), y, nll.detach())
+                step_time = time.perf_counter() - t0
+                self.train_time += step_time
+                if trainer._tuner:
+                    trainer._tuner.observe(step_time)  # threads=0: may switch the thread count for the next step
+                self.watch_loss(loss_value)
+                self.last_train = self.train_metrics.values()
+                self.run_steps += 1
+                yield self.progress(len(plan), loss_value)
+                yield from self.flush_warnings()
+
+                step = self.step_num
+                done = bool(cfg.max_steps and step >= cfg.max_steps) or self.out_of_time()
+                if cfg.eval_every and step % cfg.eval_every == 0 and not done:
+                    ev = self.validate()
+                    self.train_metrics.reset()
+                    yield ev
+                    if ev.best:
+                        self.keep_best()
+                    if self.patience_spent():
+                        done = self.stopped_early = True
+                if cfg.sample_every and step % cfg.sample_every == 0 and trainer.is_main:
+                    yield Sampled(step, trainer._sample(self.model, self.vocab, self.sample_prefix))
+                minutes_due = (cfg.checkpoint_minutes
+                               and (time.monotonic() - self.last_ckpt_time) >= cfg.checkpoint_minutes * 60)
+                if not done and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or minutes_due):
+                    ev = self.checkpoint()
+                    if ev:
+                        yield ev
+                yield from self.flush_warnings()
+                if done:
+                    break
+            if (self.stopped or self.stopped_early or (cfg.max_steps and self.step_num >= cfg.max_steps)
+                    or self.out_of_time()):
+                break
+            self.epoch += 1
+            self.batch = 0
+            if cfg.epochs and self.epoch >= cfg.epochs:
+                break
+            if not cfg.epochs and not cfg.max_steps and not self.budget:
+                break
+            if not cfg.eval_every or self.step_num % cfg.eval_every:
+                ev = self.validate()  # d2l reports at every epoch end
+                self.train_metrics.reset()
+                yield ev
+                if ev.best:
+                    self.keep_best()
+                if self.patience_spent():
+                    break
+
+        best_now = False  # a validation at this very step (patience, a time budget) is not repeated
+        if self.last_val_step != self.step_num or not self.last_val:
+            ev = self.validate()
+            best_now = ev.best
+            yield ev
+        if self.step_num > 0:
+            ck = self.checkpoint(best=best_now)
+            if ck:
+                yield ck
+        yield from self.flush_warnings()
+        rate = self.tokens_done / self.train_time if self.train_time else 0.0
+        writer = self.writer
+        path = str(writer.path) if writer is not None and writer.created else None
+        yield Finished(trainer.name, path, self.step_num, self.epoch, self.stopped, self.last_train.get("perplexity"),
+                       self.last_val.get("perplexity"), rate, time.perf_counter() - self.start, str(device),
+                       dict(self.last_train), dict(self.last_val))
 
 
 class _Diverged(Exception):
