@@ -602,7 +602,7 @@ class TrainingLoop:
             loss_value = trainer.reduce_loss(loss.detach())  # the global mean under data parallelism
             if not math.isfinite(loss_value) or loss_value > MAX_LOSS:
                 raise _Diverged(f"the loss became {loss_value:.4g}, so the perplexity is infinite"
-                                if math.isfinite(loss_value) else f"the loss became {loss_value}")
+                                if math.isfinite(loss_value) else f"the loss became {loss_value}", loss_value)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             trainer.sync_gradients(self.model)
@@ -611,7 +611,7 @@ class TrainingLoop:
             else:
                 norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None))
             if not torch.isfinite(norm):
-                raise _Diverged(f"the gradient norm became {float(norm)}")
+                raise _Diverged(f"the gradient norm became {float(norm)}", loss_value)
             if self.scheduled:
                 progress = (self.elapsed() / self.budget if self.budget
                             else step_progress(step + 1, cfg.warmup, self.total))
@@ -619,7 +619,9 @@ class TrainingLoop:
                     group["lr"] = self.base_lr * lr_factor(cfg.schedule, step + 1, cfg.warmup, progress)
             opt.step()
         except _Diverged as exc:
-            raise self.diverged(step + 1, exc) from None
+            error = self.diverged(step + 1, exc)
+            error.diverged_loss = exc.loss
+            raise error from None
         except RNNStudioError:
             raise
         except torch.cuda.OutOfMemoryError:
@@ -688,7 +690,14 @@ class TrainingLoop:
                     self.state = self.model.begin_state(X.shape[0], device)
                 else:
                     self.state = detach_state(self.state)
-                logits, y, nll, loss_value, self.state = self.step(X, Y)
+                try:
+                    logits, y, nll, loss_value, self.state = self.step(X, Y)
+                except RNNStudioError as exc:
+                    blow_up = getattr(exc, "diverged_loss", None)
+                    if blow_up is not None and math.isfinite(blow_up):  # the blow-up itself, for the charts
+                        self.step_num += 1
+                        yield self.progress(len(plan), blow_up)
+                    raise
                 self.step_num += 1
                 self.batch += 1
                 self.tokens_done += X.numel() * cfg.world_size
@@ -761,7 +770,9 @@ class TrainingLoop:
 
 
 class _Diverged(Exception):
-    pass
+    def __init__(self, message: str, loss: float | None = None):
+        super().__init__(message)
+        self.loss = loss  # the step's loss when it is a number: the blow-up that the charts can still show
 
 
 def _out_of_memory(cfg: TrainConfig, device) -> RNNStudioError:

@@ -417,7 +417,9 @@ def test_huge_learning_rate_is_caught_within_one_step(tiny_corpus, clip, optimiz
         for event in Trainer(config).run():
             steps += [event.step] if event.kind == "progress" else []
     msg = str(info.value)
-    assert steps == [1]  # the first update blows up; the next step's loss shows it
+    # the first update blows up; the next step's loss shows it, and that step is reported (for the charts)
+    # when its loss is still a number
+    assert steps in ([1], [1, 2])
     assert "diverged at step 2" in msg and "Lower the learning rate (--lr, now 1e+06)" in msg and "--clip" in msg
     assert not (paths.models_dir() / "diverge").exists()  # no checkpoint of a broken model was ever written
 

@@ -169,7 +169,8 @@ def test_a_diverged_run_plots_its_last_points_and_the_runs_table_says_why(qtbot,
     assert len(errors) == 1
     step = panel.charts.diverged[0]
     assert panel.charts.divergence_lines and f"diverged at step {step}" in errors[0][1]
-    assert panel.charts.steps == list(range(1, step))  # every step up to the blow-up is on the chart
+    assert panel.charts.steps == list(range(1, step + 1))  # every step up to the blow-up, and the blow-up itself
+    assert panel.charts.losses[-1] > 100 * panel.charts.losses[0]
     view = next(window.tabs.widget(i) for i in range(window.tabs.count()) if window.tabs.tabText(i) == "Runs")
     view.refresh()
     run_id = runs.list_runs()[-1]["id"]
@@ -177,7 +178,7 @@ def test_a_diverged_run_plots_its_last_points_and_the_runs_table_says_why(qtbot,
     assert f"diverged at step {step}" in view.cell_text(run_id, "note")
     view.set_selected([run_id])
     view.set_metric("train loss")
-    assert view.point_count(run_id) == step - 1  # the record ends on the last good step, not thinned away
+    assert view.point_count(run_id) == step  # the record ends on the blow-up, not thinned away
 
 
 # -- 4. resume takes the saved settings and locks them ------------------------------------------
