@@ -170,7 +170,7 @@ def predictions(model, ids: torch.Tensor, *, streams: int = STREAMS, burn_in: in
 # -- metrics over a text ------------------------------------------------------------------------------
 
 def metric_set(host, warn, vocab=None):
-    from .trainer import MetricSet
+    from .evaluation import MetricSet
 
     return bind_vocab(MetricSet({n: host.metric(n) for n in host.names("metric")}, warn), vocab)
 
