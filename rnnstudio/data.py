@@ -327,10 +327,6 @@ def sequential_batches(ids, batch_size, num_steps, **kw):
     return iter(BatchPlan(ids, batch_size, num_steps, "sequential", **kw))
 
 
-def random_batches(ids, batch_size, num_steps, **kw):
-    return iter(BatchPlan(ids, batch_size, num_steps, "random", **kw))
-
-
 def eval_batches(ids: torch.Tensor, batch_size: int, num_steps: int, *, rank: int = 0,
                  world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
     """Every next-token prediction of ``ids`` exactly once, as ``(X, Y, fresh_state)``.

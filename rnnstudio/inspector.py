@@ -87,10 +87,6 @@ def explanation_lines(result: dict, *, max_rows: int | None = 40):
         yield f"  {step}"
 
 
-def format_explanation(result: dict, *, max_rows: int = 40) -> str:
-    return "\n".join(explanation_lines(result, max_rows=max_rows))
-
-
 def compare(loaded_a, loaded_b, text: str, *, host=None, top_k: int = TOP_K, device=None) -> dict:
     """Score ``text`` under two models and compare them token by token (lower NLL wins).
 

@@ -88,11 +88,6 @@ class StreamLayout:
     def width(self) -> int:
         return self.span + self.burn_in
 
-    @property
-    def extra_work(self) -> float:
-        """Burn-in steps over scored steps: the price of the speed."""
-        return (self.streams - 1) * self.burn_in / max(self.predictions, 1)
-
 
 def plan_streams(predictions: int, streams: int = STREAMS, burn_in: int = BURN_IN, *,
                  min_streams: int = 1) -> StreamLayout:

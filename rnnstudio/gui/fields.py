@@ -16,17 +16,6 @@ def spin(value: int, lo: int, hi: int, tip: str = "") -> QSpinBox:
     return w
 
 
-def dspin(value: float, lo: float, hi: float, step: float, decimals: int = 2, tip: str = "") -> QDoubleSpinBox:
-    w = QDoubleSpinBox()
-    w.setCorrectionMode(QAbstractSpinBox.CorrectToNearestValue)
-    w.setRange(lo, hi)
-    w.setDecimals(decimals)
-    w.setSingleStep(step)
-    w.setValue(value)
-    w.setToolTip(tip)
-    return w
-
-
 def combo(items, current=None, tip: str = "") -> QComboBox:
     """``items``: values, or (label, value) pairs."""
     w = QComboBox()
