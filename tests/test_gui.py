@@ -331,7 +331,7 @@ def test_models_view_lists_renames_exports_and_deletes(qtbot, window, tiny_corpu
         asked.append(text)
         return answers.pop(0)
 
-    monkeypatch.setattr("rnnstudio.gui.models_panel.ask_text", ask_text)
+    monkeypatch.setattr("rnnstudio.gui.models_page.ask_text", ask_text)
     qtbot.mouseClick(models.buttons["rename"], Qt.LeftButton)
     # a bad name shows why, then the dialog comes back with what was typed, so it can be fixed
     assert len(errors) == 1 and asked == ["alpha", "bad/name"]

@@ -38,7 +38,7 @@ def test_main_window_starts_with_broken_models_and_run_records(qtbot, tiny_corpu
     combo = window.generation.model_combo
     assert combo.findData("good") >= 0 and all(combo.findData(name) < 0 for name in names)
 
-    from rnnstudio.gui.runs_view import RunsView
+    from rnnstudio.gui.runs_page import RunsView
 
     view = RunsView()
     qtbot.addWidget(view)

@@ -10,8 +10,8 @@ pytest.importorskip("pytestqt")
 
 from rnnstudio import checkpoint  # noqa: E402
 from rnnstudio.gui import fields as F  # noqa: E402
-from rnnstudio.gui.models_panel import COLUMNS, ModelsPanel  # noqa: E402
-from rnnstudio.gui.training_panel import TrainingPanel  # noqa: E402
+from rnnstudio.gui.models_page import COLUMNS, ModelsPanel  # noqa: E402
+from rnnstudio.gui.training_page import TrainingPanel  # noqa: E402
 from rnnstudio.plugins import load_plugins  # noqa: E402
 from rnnstudio.trainer import TrainConfig, Trainer  # noqa: E402
 

@@ -13,11 +13,11 @@ from PySide6.QtGui import QHelpEvent, QImage, QTextCursor  # noqa: E402
 from PySide6.QtWidgets import QFileDialog, QToolTip  # noqa: E402
 
 from rnnstudio import runs  # noqa: E402
-from rnnstudio.gui.explorer_view import ExplorerView  # noqa: E402
-from rnnstudio.gui.hood_view import HoodView  # noqa: E402
-from rnnstudio.gui.inspector_view import InspectorView  # noqa: E402
+from rnnstudio.gui.explorer_page import ExplorerView  # noqa: E402
+from rnnstudio.gui.hood_page import HoodView  # noqa: E402
+from rnnstudio.gui.inspector_page import InspectorView  # noqa: E402
 from rnnstudio.gui.main_window import MainWindow  # noqa: E402
-from rnnstudio.gui.runs_view import RunsView  # noqa: E402
+from rnnstudio.gui.runs_page import RunsView  # noqa: E402
 from rnnstudio.inspector import probability_colour  # noqa: E402
 from rnnstudio.plugins import default_host  # noqa: E402
 from tiny_models import train_on_file  # noqa: E402
@@ -155,7 +155,7 @@ def test_runs_view_overlays_ticked_runs_and_exports_csv(qtbot, trained, tiny_cor
 
 
 def test_runs_view_is_a_sortable_filterable_experiment_table(qtbot, trained, errors):
-    from rnnstudio.gui.runs_view import COLUMNS
+    from rnnstudio.gui.runs_page import COLUMNS
 
     view = RunsView()
     qtbot.addWidget(view)

@@ -229,7 +229,7 @@ def test_errors_name_the_forms_fields_and_the_cli_keeps_its_flags(qtbot, window,
 def test_the_form_labels_are_the_words_the_errors_use(window):
     from PySide6.QtWidgets import QLabel
 
-    from rnnstudio.gui.training_panel import label_for
+    from rnnstudio.gui.training_page import label_for
     from rnnstudio.settings import info
 
     form_labels = {lab.text() for lab in window.training.settings_widget.findChildren(QLabel)}

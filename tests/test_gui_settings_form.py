@@ -7,8 +7,8 @@ import pytest
 pytest.importorskip("PySide6")
 
 from rnnstudio.config import SamplingConfig, TrainConfig  # noqa: E402
-from rnnstudio.gui.generation_panel import GenerationPanel  # noqa: E402
-from rnnstudio.gui.training_panel import TrainingPanel  # noqa: E402
+from rnnstudio.gui.generation_page import GenerationPanel  # noqa: E402
+from rnnstudio.gui.training_page import TrainingPanel  # noqa: E402
 from rnnstudio.plugins import load_plugins  # noqa: E402
 from rnnstudio.settings import schema  # noqa: E402
 

@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from rnnstudio.checkpoint import LoadedModel  # noqa: E402
 from rnnstudio.data import Vocab  # noqa: E402
-from rnnstudio.gui import inspector_view  # noqa: E402
-from rnnstudio.gui.inspector_view import InspectorView  # noqa: E402
+from rnnstudio.gui import inspector_page  # noqa: E402
+from rnnstudio.gui.inspector_page import InspectorView  # noqa: E402
 from rnnstudio.model import ModelConfig, RNNLanguageModel  # noqa: E402
 from rnnstudio.plugins import default_host  # noqa: E402
 
@@ -28,7 +28,7 @@ def _loaded(text: str) -> LoadedModel:
 
 
 def test_a_long_text_is_drawn_one_page_at_a_time(qtbot, monkeypatch):
-    monkeypatch.setattr(inspector_view, "PAGE_TOKENS", 500)
+    monkeypatch.setattr(inspector_page, "PAGE_TOKENS", 500)
     view = InspectorView(default_host())
     qtbot.addWidget(view)
     loaded = _loaded(TEXT)

@@ -36,7 +36,7 @@ def test_the_cli_prints_the_shared_lines(capsys):
 
 def test_the_gui_log_shows_the_same_lines(qtbot):
     pytest.importorskip("PySide6")
-    from rnnstudio.gui.training_panel import TrainingPanel
+    from rnnstudio.gui.training_page import TrainingPanel
     from rnnstudio.plugins import load_plugins
 
     panel = TrainingPanel(load_plugins(no_plugins=True))

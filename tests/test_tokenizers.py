@@ -198,7 +198,7 @@ def test_bpe_without_the_tokenizers_package_says_what_to_install(text_corpus, rn
 def test_the_inspector_colours_whole_multi_character_tokens(qtbot):
     from PySide6.QtGui import QTextCursor
 
-    from rnnstudio.gui.inspector_view import TokenView
+    from rnnstudio.gui.inspector_page import TokenView
 
     view = TokenView()
     qtbot.addWidget(view)
@@ -221,7 +221,7 @@ def test_the_inspector_colours_whole_multi_character_tokens(qtbot):
 
 
 def test_the_training_form_offers_every_registered_tokenizer(qtbot):
-    from rnnstudio.gui.training_panel import TrainingPanel
+    from rnnstudio.gui.training_page import TrainingPanel
 
     panel = TrainingPanel(load_plugins(no_plugins=True))
     qtbot.addWidget(panel)

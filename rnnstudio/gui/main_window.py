@@ -7,11 +7,11 @@ from PySide6.QtWidgets import QMainWindow, QTabWidget, QVBoxLayout, QWidget
 
 from . import pages
 from .dialogs import confirm
-from .generation_panel import GenerationPanel
-from .models_panel import ModelsPanel
+from .generation_page import GenerationPanel
+from .models_page import ModelsPanel
 from .plugins_page import PluginNotice
 from .settings import load_settings, save_settings
-from .training_panel import TrainingPanel
+from .training_page import TrainingPanel
 
 
 class MainWindow(QMainWindow):

@@ -68,8 +68,8 @@ def attach_view(window, view, refresh: str):
 
 
 # the pages that look inside a model
-PAGES += [("Inspector", _lazy("inspector_view")), ("Explorer", _lazy("explorer_view")), ("Runs", _lazy("runs_view")),
-          ("Under the hood", _lazy("hood_view"))]
+PAGES += [("Inspector", _lazy("inspector_page")), ("Explorer", _lazy("explorer_page")), ("Runs", _lazy("runs_page")),
+          ("Under the hood", _lazy("hood_page"))]
 
 
 def add_plugin_pages(window) -> None:

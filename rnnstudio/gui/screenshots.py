@@ -127,9 +127,9 @@ def _shot(module: str, function: str = "screenshot"):
 
 
 # the runs shot trains rnn and lstm runs beside the demo GRU; later shots use them
-SHOTS += [("runs.png", _shot("runs_view")), ("inspector.png", _shot("inspector_view")),
-          ("inspector-compare.png", _shot("inspector_view", "screenshot_compare")),
-          ("explorer.png", _shot("explorer_view")), ("hood.png", _shot("hood_view"))]
+SHOTS += [("runs.png", _shot("runs_page")), ("inspector.png", _shot("inspector_page")),
+          ("inspector-compare.png", _shot("inspector_page", "screenshot_compare")),
+          ("explorer.png", _shot("explorer_page")), ("hood.png", _shot("hood_page"))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 
 from ..errors import RNNStudioError
 from .dialogs import show_error
-from .inspector_view import TokenView
+from .inspector_page import TokenView
 from .model_choice import fill_combo
 from .model_text_view import ModelTextView
 
@@ -259,7 +259,7 @@ def page(window):
 
 def screenshot(window) -> None:
     """For ``screenshots.py``: the demo model's units over a docs-like text, opened on the best-ranked unit."""
-    from .inspector_view import SCREENSHOT_TEXT
+    from .inspector_page import SCREENSHOT_TEXT
     from .screenshots import DEMO_MODEL, run_to_end, settle, show_tab
 
     view = show_tab(window, ExplorerView)
