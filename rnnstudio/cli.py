@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from dataclasses import replace
 from .errors import RNNStudioError
 from .fileio import json_safe
 from .messages import event_line
+from .messages import number as _fmt
 from .threads import prefer_passive_wait
 
 prefer_passive_wait()  # the `rnnstudio` command, `python -m rnnstudio` and torchrun ranks, before torch loads
@@ -54,10 +54,6 @@ def _warn_contested(host, **requested) -> None:
         line = host.contest_warning(kind, name) if name else None
         if line:
             _say(f"rnnstudio: warning: {line}")
-
-
-def _fmt(x, spec=".3f"):
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
 # -- commands ----------------------------------------------------------------------------
