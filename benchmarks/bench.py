@@ -308,7 +308,9 @@ for job in json.loads(sys.argv[1]):
     print(json.dumps({"id": job["id"], "code": code, "tokens_per_s": summary.get("tokens_per_s")}), flush=True)
 """
 
-BUSY_STEPS = {32: 200, 256: 60, 512: 30}  # 1-3 s of training each on 2 quiet cores; the tuner probes for ~8 steps
+# 2-6 s of training each on 2 quiet cores: a short run, as runs go, but long enough that the tuner's probe (2 warm-up
+# steps, then 3 timed steps per thread count, fewer for a clear loser) is not most of it
+BUSY_STEPS = {32: 400, 256: 120, 512: 60}
 
 
 def spinner() -> subprocess.Popen:

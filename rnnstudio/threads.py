@@ -55,16 +55,28 @@ class ThreadTuner:
     """``threads=0`` on a CPU: time training steps at 1 thread and at N, and train on the faster.
 
     Which is faster depends on the model and on what else the machine is doing: measured on 2 cores (tokens/s,
-    passive wait), a hidden-32 GRU ran ~190k at 1 thread and ~140k at 2; at hidden 512, 12k and 15k; with a
-    competing busy process, hidden 256 ran 33k at 1 thread and 29k at 2. No rule of thumb by size holds on
-    both a quiet and a busy machine, so the tuner measures. Steps alternate 1, N, 1, N ... so that a change in
-    load hits both sides; ties go to 1 thread, which leaves a core to the rest of the machine. It measures
-    again when a step gets much slower than the chosen setting's speed (load arrived) and every ``recheck_s``
+    passive wait), a hidden-32 GRU ran ~190k at 1 thread and ~47k at 2; at hidden 512 an LSTM ran 18k and 20k;
+    with a competing busy process, a hidden-256 GRU ran 34k at 1 thread and 30k at 2. No rule of thumb by size
+    holds on both a quiet and a busy machine, so the tuner measures.
+
+    The probe costs as little as it can, because short runs pay for it too (a 1-2 s benchmark run lost 10-15%
+    to an earlier probe that alternated 1, N, 1, N ... from N):
+
+    - it starts at 1 thread, the likelier winner on small models and on a busy machine, so the untimed warm-up
+      steps and the first timed block run at full speed;
+    - it times a block of ``PAIRS`` steps per candidate, the current setting first (no switch), then the other
+      after one untimed step that wakes its threads;
+    - a candidate whose timed step is ``CLEAR_LOSS`` times slower than the first block's median has lost: the
+      probe ends there, so a losing N costs two steps, not five.
+
+    Ties (within 5%) go to 1 thread, which leaves a core to the rest of the machine. It probes again when the
+    chosen setting's steps get ``SLOWDOWN`` times slower than measured (load arrived) and every ``recheck_s``
     seconds (load may have left).
     """
 
     WARMUP = 2  # the first steps allocate and fill caches: not timed
     PAIRS = 3  # timed steps per candidate in one probe
+    CLEAR_LOSS = 1.5  # a timed step this much slower than the first candidate's median ends the probe
     SLOWDOWN = 1.5  # the median of the last few steps this much slower than measured: probe again
     WATCH = 5
 
@@ -77,15 +89,18 @@ class ThreadTuner:
         self._set = set_threads
         self._clock = clock
         self.recheck_s = recheck_s
-        self.threads = most
+        self.threads = 1
         self.choices: list[int] = []  # every choice made, for tests and the benchmark
+        self._order: list[int] = []  # the candidates of the probe in progress, in the order they are timed
         self._times: dict[int, list[float]] = {}
         self._recent: list[float] = []
         self._reference = 0.0
         self._warmup = self.WARMUP
-        self._probing = len(self.candidates) > 1
+        self._probing = False
         self._next_probe = 0.0
-        self._set(most)
+        self._set(1)
+        if len(self.candidates) > 1:
+            self._start_probe()
 
     def _apply(self, n: int) -> None:
         if n != self.threads:
@@ -95,7 +110,7 @@ class ThreadTuner:
     def _start_probe(self) -> None:
         self._probing = True
         self._times = {}
-        self._warmup = 1  # the first step after a change pays for waking the pool
+        self._order = [self.threads] + [n for n in self.candidates if n != self.threads]
 
     def observe(self, seconds: float) -> None:
         """Tell the tuner how long the step just taken lasted; it may change the thread count for the next one."""
@@ -105,12 +120,7 @@ class ThreadTuner:
             self._warmup -= 1
             return
         if self._probing:
-            self._times.setdefault(self.threads, []).append(seconds)
-            if all(len(self._times.get(n, ())) >= self.PAIRS for n in self.candidates):
-                self._finish_probe()
-            else:
-                other = [n for n in self.candidates if n != self.threads and len(self._times.get(n, ())) < self.PAIRS]
-                self._apply(other[0] if other else self.threads)
+            self._probe_step(seconds)
             return
         self._recent.append(seconds)
         del self._recent[: -self.WATCH]
@@ -118,11 +128,27 @@ class ThreadTuner:
         if slowed or self._clock() >= self._next_probe:
             self._start_probe()
 
+    def _probe_step(self, seconds: float) -> None:
+        first, current = self._order[0], self.threads
+        times = self._times.setdefault(current, [])
+        times.append(seconds)
+        if current != first and seconds > self.CLEAR_LOSS * statistics.median(self._times[first]):
+            self._finish_probe()  # a clear loser: no need for the rest of its block
+            return
+        if len(times) < self.PAIRS:
+            return
+        pending = [n for n in self._order if n not in self._times]
+        if not pending:
+            self._finish_probe()
+            return
+        self._apply(pending[0])
+        self._warmup = 1  # the first step after a change pays for waking the pool
+
     def _finish_probe(self) -> None:
         medians = {n: statistics.median(ts) for n, ts in self._times.items()}
         fastest = min(medians.values())
         # Within 5% of the fastest counts as a tie, and a tie goes to fewer threads.
-        best = min(n for n in self.candidates if medians[n] <= 1.05 * fastest)
+        best = min(n for n in medians if medians[n] <= 1.05 * fastest)
         self._probing = False
         self._reference = medians[best]
         self._recent = []

@@ -37,10 +37,16 @@ def test_tuner_keeps_the_faster_count_either_way():
     fast_n = ThreadTuner(4, calls.append, clock=FakeClock())
     used = drive(fast_n, {1: 0.010, 4: 0.004}, 30)
     assert fast_n.choices == [4] and used[-1] == 4 and set(used[:10]) == {1, 4}
-    assert calls[0] == 4 and 1 in calls  # it really set both counts
+    assert calls[0] == 1 and 4 in calls  # it starts at 1 thread and really sets both counts
 
     fast_1 = ThreadTuner(4, lambda n: None, clock=FakeClock())
     assert drive(fast_1, {1: 0.004, 4: 0.010}, 30)[-1] == 1 and fast_1.choices == [1]
+
+
+def test_a_clear_loser_costs_two_steps_not_a_block():
+    tuner = ThreadTuner(2, lambda n: None, clock=FakeClock())
+    used = drive(tuner, {1: 0.005, 2: 0.020}, 30)
+    assert tuner.choices == [1] and used.count(2) == 2  # one waking step, one timed step, then back to 1
 
 
 def test_tuner_prefers_fewer_threads_on_a_near_tie():
@@ -101,7 +107,7 @@ def test_threads_n_forces_n(tiny_corpus, thread_calls):
 def test_threads_zero_lets_the_tuner_choose(tiny_corpus, thread_calls, monkeypatch):
     monkeypatch.setattr("rnnstudio.trainer.max_auto_threads", lambda: 2)
     _train(tiny_corpus, 0, steps=30)
-    assert thread_calls[0] == 2 and set(thread_calls) == {1, 2}  # both counts timed during the run
+    assert thread_calls[0] == 1 and set(thread_calls) == {1, 2}  # starts at 1; both counts timed during the run
 
 
 @pytest.mark.parametrize("count", ["20000", "1000000"])
