@@ -104,7 +104,7 @@ def cmd_plugins(args) -> int:
 def train_config_from_args(args):
     """The TrainConfig a ``train`` command line asks for. A typed zero length, or a resume that names
     settings the saved model keeps, is a user error rather than a silent surprise."""
-    from .config import TrainConfig, saved_settings
+    from .config import TrainConfig, resume_keeps, saved_settings
     from .settings import explicit, from_args, schema
 
     flags = {s.name: s.flag for s in schema(TrainConfig)}
@@ -116,12 +116,14 @@ def train_config_from_args(args):
         if value is None:
             setattr(args, name, 0)
     if getattr(args, "resume", False):
-        kept = [n for n in explicit(TrainConfig, args) if n in saved_settings()]
+        kept = [n for n in explicit(TrainConfig, args) if n in resume_keeps()]
         if kept and _saved_model_exists(getattr(args, "name", None)):  # else the missing model is the error
+            recipe = [n for n in resume_keeps() if n not in saved_settings() and flags[n]]
             raise RNNStudioError(
                 f"--resume keeps the saved model's data and model settings "
-                f"({', '.join(flags[n] for n in saved_settings())}); leave out {', '.join(flags[n] for n in kept)}, "
-                f"or train a new model under another --name")
+                f"({', '.join(flags[n] for n in saved_settings())}) and its training recipe "
+                f"({', '.join(flags[n] for n in recipe)}); leave out {', '.join(flags[n] for n in kept)}, "
+                f"or train a new model under another --name (--lr may change)")
     return from_args(TrainConfig, args)
 
 

@@ -124,7 +124,8 @@ class TrainConfig:
     name: str | None = setting(None, group="saving", label="model name",
                                placeholder="automatic: corpus-cell-time", help="model name (default: corpus-cell-time)")
     resume: bool = setting(False, group="saving", label="continue this saved model",
-                           help="continue training the saved model --name")
+                           help="continue training the saved model --name with its own data, model and recipe "
+                                "(the length, --lr and bookkeeping may change)")
     patience: int = setting(0, group="saving", min=0,
                             help="stop after this many validations in a row without a better perplexity (0: never)")
     eval_every: int = setting(200, group="saving", min=0, label="validate every",
@@ -181,8 +182,23 @@ class TrainConfig:
 
 
 def saved_settings() -> tuple[str, ...]:
-    """The settings a resume takes from the saved model."""
+    """The data and model settings saved with a model (a resume takes them, and the rest of the recipe, from it)."""
     return tuple(s.name for s in schema(TrainConfig) if s.meta.saved)
+
+
+# What a --resume may change: the run's length, the learning rate (lowered after a divergence), bookkeeping and
+# the device. Everything else (the data and model settings and the rest of the training recipe: optimizer,
+# schedule, warm-up, batch size, sequence length, clipping, ...) comes from the saved run, so that 200 + 200
+# steps equal 400.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "minutes", "lr", "patience", "device", "threads", "eval_every",
+                     "sample_every", "sample_length", "checkpoint_every", "checkpoint_minutes", "explode_factor",
+                     "explode_patience", "metrics", "metric_options", "save", "rank", "world_size", "tensorboard",
+                     "name", "resume")
+
+
+def resume_keeps() -> tuple[str, ...]:
+    """The settings a resume takes from the saved run (giving one on the command line is an error)."""
+    return tuple(s.name for s in schema(TrainConfig) if s.name not in RESUME_MAY_CHANGE)
 
 
 def settings_error(template: str, **values: Any) -> SettingError:

@@ -24,7 +24,7 @@ from .sampling import SamplingConfig, generate_text
 from .threads import ThreadTuner, check_threads, max_auto_threads
 
 # The settings live in config.py; they are re-exported here for the loop and for older imports.
-from .config import DEFAULT_LR, MAX_LOSS, OPTIMIZERS, TrainConfig, settings_error  # noqa: E402,F401
+from .config import DEFAULT_LR, MAX_LOSS, OPTIMIZERS, RESUME_MAY_CHANGE, TrainConfig, settings_error  # noqa: E402,F401
 
 
 # The events live in events.py; re-exported here for older imports.
@@ -160,10 +160,7 @@ class Trainer:
             path = ckpt.model_path(cfg.name)
             saved = ckpt.read_config(path)
             ckpt.check_resume(path, saved, self.host)  # shapes against the saved state before anything is built
-            keep = {k: getattr(cfg, k) for k in ("epochs", "max_steps", "minutes", "patience", "device", "threads",
-                                                  "eval_every", "sample_every", "checkpoint_every",
-                                                  "checkpoint_minutes", "metrics", "metric_options",
-                                                  "save", "rank", "world_size", "tensorboard")}
+            keep = {k: getattr(cfg, k) for k in RESUME_MAY_CHANGE if k != "lr"}
             if cfg.lr is not None:
                 keep["lr"] = cfg.lr  # a resume may lower the learning rate, e.g. after a divergence
             cfg = TrainConfig.from_json({**saved.get("train", {}), **keep, "name": cfg.name, "resume": True})

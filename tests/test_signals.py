@@ -210,3 +210,16 @@ def test_a_typed_zero_length_is_refused(capsys, flag):
 def test_nan_fails_a_cell_option_range_check(capsys):
     one_line_error(capsys, ["train", "--cell", "rnn-scratch", "--cell-opt", "init_std=nan", "--max-steps", "2"],
                    "init_std must be a number, got nan")
+
+
+def test_resume_refuses_a_changed_training_recipe_too(tiny_corpus, capsys):
+    """The optimizer, schedule and batch layout come from the saved run (exact resume): naming one is an error,
+    not a silent override."""
+    assert cli_main(_train_argv(tiny_corpus, "recipe", "--max-steps", "20")) == 0
+    err = one_line_error(capsys, ["train", "--name", "recipe", "--resume", "--schedule", "cosine", "--warmup", "5",
+                                  "--max-steps", "40"], "and its training recipe", "leave out --schedule, --warmup")
+    assert "--optimizer" in err and "--batch-size" in err and "--lr may change" in err
+    assert _step_of("recipe") == 20
+    assert cli_main(["train", "--name", "recipe", "--resume", "--max-steps", "30", "--lr", "0.001", "--device", "cpu",
+                     "--threads", "1"]) == 0  # the length and the learning rate may change
+    assert _step_of("recipe") == 30
