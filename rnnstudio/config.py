@@ -81,7 +81,7 @@ class TrainConfig:
     num_layers: int = setting(1, group="model", saved=True, min=1, max=10_000, label="layers",
                               help="stacked recurrent layers")
     dropout: float = setting(0.0, group="model", saved=True, min=0, below=1,
-                             help="dropout between layers and before the output")
+                             help="dropout between stacked layers (no effect with one layer)")
     encoding: str = setting("onehot", group="model", saved=True, choices=("onehot", "embedding"),  # d2l's
                             help="how tokens enter the cell")
     embed_size: int = setting(0, group="model", saved=True, min=0, max=1_000_000,

@@ -175,6 +175,9 @@ class Trainer:
 
         vocab = ckpt.read_vocab(ckpt.model_path(cfg.name), host=self.host) if saved else None
         load_warnings: list[str] = []
+        if cfg.dropout and cfg.num_layers == 1:  # torch's nn.RNN/GRU/LSTM and the scratch cells alike
+            load_warnings.append(f"dropout {cfg.dropout:g} has no effect with one layer: it acts between stacked "
+                                 f"layers (use 2 or more layers)")
         encoded, corpus = _load_corpus(self.host, cfg, vocab, load_warnings.append)
         vocab = encoded.vocab
         self.vocab = vocab

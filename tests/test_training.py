@@ -102,3 +102,20 @@ def test_existing_model_name_is_not_overwritten(tiny_corpus):
 
     with pytest.raises(RNNStudioError, match="already exists"):
         _train(tiny_corpus, max_steps=5, name="keep")
+
+
+def test_dropout_on_one_layer_is_flagged_as_doing_nothing(tmp_path):
+    """Dropout acts between stacked layers only; on one layer it is a setting that silently does nothing."""
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    from rnnstudio.config import TrainConfig
+    from rnnstudio.trainer import Trainer
+
+    def warnings(**kw):
+        cfg = TrainConfig(corpus="text-file", corpus_options={"path": str(text)}, hidden_size=8, batch_size=2,
+                          seq_len=8, max_steps=2, eval_every=0, device="cpu", threads=1, save=False, **kw)
+        return [e.message for e in Trainer(cfg).run() if e.kind == "warning"]
+
+    assert any("no effect with one layer" in w for w in warnings(dropout=0.3))
+    assert not any("no effect" in w for w in warnings(dropout=0.3, num_layers=2))
+    assert not any("no effect" in w for w in warnings())
