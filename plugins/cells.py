@@ -114,7 +114,7 @@ class _ScratchCell(Cell):
         X W_x is the ids' rows of W_x, gathered (a third of the one-hot GEMM's time, forward and backward)."""
         W_x, W_h, b = self.stacked(layer)
         if not x.is_floating_point():
-            return nn.functional.embedding(x, W_x).add_(b), W_h
+            return nn.functional.embedding(x, W_x + b), W_h  # X W_x + b = rows of (W_x + b): a (V, G*H) add, not (T, B, G*H)
         if layer:
             x = self.drop(x)
         T, B = x.shape[:2]
