@@ -100,7 +100,8 @@ class _RNNLayer(torch.autograd.Function):
         dpres, dtanhs = dpre.unbind(0), dtanh.unbind(0)
         for t in range(T - 1, 0, -1):
             torch.addmm(dpres[t - 1], dpres[t].mul_(dtanhs[t]), W_hhT, out=dpres[t - 1])
-        dh0 = dpres[0].mul_(dtanhs[0]) @ W_hhT
+        dpres[0].mul_(dtanhs[0])
+        dh0 = dpres[0] @ W_hhT if ctx.needs_input_grad[1] else None  # a carried-over state is detached in training
         dW_hh = _weight_grad(states, dpre)
         return dpre, dh0, dW_hh
 
@@ -153,7 +154,10 @@ class _GRULayer(torch.autograd.Function):
             torch.mul(dn, dr_dn[t], out=dHG[t, :, :H])
             torch.mul(dh, dz_dh[t], out=dHG[t, :, H:2 * H])
             torch.mul(dn, R[t], out=dHG[t, :, 2 * H:])  # through R ⊙ (H W_hh + b_hn)
-            dh = torch.addmm(dh * Z[t], dHG[t], W_hT)
+            if t or ctx.needs_input_grad[1]:  # dh0: skipped when h0 is detached (training carries detached states)
+                dh = torch.addmm(dh * Z[t], dHG[t], W_hT)
+            else:
+                dh = None
         dW_h = _weight_grad(states, dHG)
         db_hn = dHG[..., 2 * H:].sum((0, 1))
         dxg = torch.cat([dHG[..., :2 * H], dN], dim=2)  # the input side skips R in the candidate block
@@ -224,7 +228,10 @@ class _LSTMLayer(torch.autograd.Function):
             torch.mul(dc[:, None], K4s[t], out=dG4s[t])  # I, F and C~ (the O block is overwritten next)
             torch.mul(dh, Kos[t], out=dG4s[t][:, 2])
             dc.mul_(Fs[t])
-            dh = torch.addmm(dYs[t - 1], dGs[t], W_hT) if t else dGs[t] @ W_hT  # + the output's gradient
+            if t:
+                dh = torch.addmm(dYs[t - 1], dGs[t], W_hT)  # + the output's gradient
+            else:  # dh0: skipped when h0 is detached (training carries detached states)
+                dh = dGs[0] @ W_hT if ctx.needs_input_grad[1] else None
         dW_h = _weight_grad(states, dG)
         return dG, dh, dc, dW_h
 

@@ -114,6 +114,31 @@ def test_fast_loops_pass_gradcheck():
                                                  rand(h, 4 * h)))
 
 
+@pytest.mark.parametrize("layer, widths", [(rnn_layer, (1,)), (gru_layer, (3, 0)), (lstm_layer, (4,))])
+def test_a_detached_start_state_skips_its_gradient_and_changes_no_other(layer, widths):
+    """Training carries detached states, so backward skips dL/dh0 (one GEMM); every other gradient is the same."""
+    gen = torch.Generator().manual_seed(5)
+    h, steps, batch, G = 5, 6, 3, widths[0]
+    xg, h0, c0, W = (torch.randn(*shape, generator=gen) * 0.5
+                     for shape in ((steps, batch, G * h), (batch, h), (batch, h), (h, G * h)))
+    b_hn = torch.randn(h, generator=gen) * 0.5
+
+    def grads(h0_needs_grad):
+        x, w, b, s = (t.clone().requires_grad_() for t in (xg, W, b_hn, h0))
+        s.requires_grad_(h0_needs_grad)
+        args = {rnn_layer: (x, s, w), gru_layer: (x, s, w, b), lstm_layer: (x, s, c0, w)}[layer]
+        out = layer(*args)
+        y = out[0] if isinstance(out, tuple) else out
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        return [t.grad for t in (x, w)] + ([b.grad] if layer is gru_layer else []), s.grad
+
+    with_h0, dh0 = grads(True)
+    without_h0, none = grads(False)
+    assert dh0 is not None and none is None
+    for a, b in zip(with_h0, without_h0):
+        assert torch.equal(a, b)
+
+
 def test_rnn_scratch_fast_path_equals_textbook_steps():
     """d2l 8.5, one step at a time: H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h), layer after layer."""
     torch.manual_seed(4)
