@@ -110,6 +110,31 @@ class RawTorchLoop:
         return X.numel()
 
 
+class RawTorchLoopATen(RawTorchLoop):
+    """The same loop with oneDNN switched off around each step: nn.LSTM then runs ATen's own kernels on torch.mm
+    (MKL), the path that nn.GRU, nn.RNN and the scratch cells always take. With oneDNN on, a float32 nn.LSTM
+    trains through oneDNN's fused RNN primitive, whose GEMMs can be much faster than MKL's (see onednn_runs_lstm)."""
+
+    def __init__(self, kind, *args, **kw):
+        super().__init__(kind, *args, **kw)
+        self.name += " (oneDNN off)"
+
+    def step(self) -> int:
+        was = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            return super().step()
+        finally:
+            torch.backends.mkldnn.enabled = was
+
+
+def onednn_runs_lstm() -> bool:
+    """Whether nn.LSTM's training forward goes through oneDNN here (its graph node says so)."""
+    lstm = nn.LSTM(4, 8)
+    out, _ = lstm(torch.zeros(3, 2, 4))
+    return out.grad_fn is not None and "Mkldnn" in out.grad_fn.name()
+
+
 # -- the ceiling for a scratch RNN -----------------------------------------------------------
 
 class RNNGemmFloor:
@@ -137,6 +162,33 @@ class RNNGemmFloor:
         for t, d_t in enumerate(self.dA.unbind(0)):
             torch.addmm(d_t, d_t, self.W_T, out=self.bufs[t % 2])
         self.Y.flatten(0, 1).T @ self.dA.flatten(0, 1)
+        return self.Y.shape[0] * self.Y.shape[1]
+
+
+class RNNGemmFloorOneDNN(RNNGemmFloor):
+    """The same GEMMs on oneDNN's matmul (the library nn.LSTM's fused primitive runs on), operands kept in
+    oneDNN's own format so no step pays a conversion; the per-step addition is left out too. Where MKL does not
+    use this CPU's AVX-512 (AMD), this floor is about half the MKL one: what the scratch cells and the d2l loop,
+    which run on torch.mm, leave on the table."""
+
+    name = "rnn GEMM floor (oneDNN)"
+
+    def __init__(self, hidden_size=512, batch_size=32, num_steps=35, seed=0):
+        super().__init__(hidden_size, batch_size, num_steps, seed)
+        self.W_m, self.W_T_m = self.W_T.to_mkldnn(), self.W.to_mkldnn()  # mkldnn_linear(x, w) = x @ w.T
+        self.Y_m = [y.to_mkldnn() for y in self.Y.unbind(0)]
+        self.dA_m = [d.to_mkldnn() for d in self.dA.unbind(0)]
+        self.YT_m = self.Y.flatten(0, 1).T.contiguous().to_mkldnn()  # (H, T*B)
+        self.dAT_m = self.dA.flatten(0, 1).T.contiguous().to_mkldnn()
+
+    def step(self) -> int:
+        linear = torch._C._nn.mkldnn_linear
+        h = self.Y_m[0]
+        for _ in self.Y_m:
+            h = linear(h, self.W_m, None)
+        for d_t in self.dA_m:
+            linear(d_t, self.W_T_m, None)
+        linear(self.YT_m, self.dAT_m, None)  # sum_t H_{t-1}^T dA_t
         return self.Y.shape[0] * self.Y.shape[1]
 
 
@@ -179,16 +231,30 @@ class RawGenerationLoop:
         return out
 
 
-def gemm_flops(n: int = 2048, repeats: int = 5, clock=None) -> float:
-    """FLOP/s of a large float32 GEMM (n x n @ n x n), the best of ``repeats`` timed with ``clock``."""
+def gemm_flops(n: int = 2048, repeats: int = 5, clock=None, library: str = "blas") -> float | None:
+    """FLOP/s of a large float32 GEMM (n x n @ n x n), the best of ``repeats`` timed with ``clock``.
+
+    ``library`` "blas" is torch.mm (MKL here: what nn.RNN, nn.GRU and the scratch cells run on); "onednn" is
+    oneDNN's matmul (what nn.LSTM's fused primitive runs on), None where torch has no oneDNN. On a CPU that MKL
+    does not dispatch its AVX-512 kernels for (AMD), the two differ by 2-3x."""
     import time
 
     clock = clock or time.perf_counter
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)  # warm-up
+    if library == "onednn":
+        if not torch.backends.mkldnn.is_available():
+            return None
+        a, b = a.to_mkldnn(), b.T.contiguous().to_mkldnn()  # mkldnn_linear computes a @ b.T
+
+        def mm():
+            torch._C._nn.mkldnn_linear(a, b, None)
+    else:
+        def mm():
+            torch.mm(a, b)
+    mm()  # warm-up
     best = math.inf
     for _ in range(repeats):
         t0 = clock()
-        torch.mm(a, b)
+        mm()
         best = min(best, clock() - t0)
     return 2 * n ** 3 / best
