@@ -19,6 +19,7 @@ import rnnstudio
 from rnnstudio import Cell, Param
 
 from .fast_recurrence import gru_layer, lstm_layer, rnn_layer
+from .fused_inference import run_layers
 
 INIT_STD = Param("init_std", "float", 0.01, min=0.0, help="Std of the normal init of the weights (d2l uses 0.01).")
 
@@ -265,6 +266,27 @@ class _FusedCell(Cell):
     def forward(self, inputs, state):
         return self.rnn(inputs, state)
 
+    def forward_tokens(self, idx, state):  # (T, B) ids, state -> (T, B, H), state
+        """``forward`` on one-hot inputs given as ids. Training (autograd) and other devices keep nn.RNN's own
+        kernels on the one-hot rows; CPU inference gathers rows of W_ih instead (``fused_inference``)."""
+        if not self._gathers(idx):
+            return self.rnn(nn.functional.one_hot(idx, self.input_size).to(self.rnn.weight_hh_l0.dtype), state)
+        outputs, state, _ = self._run(idx, state, keep=False)
+        return outputs, state
+
+    def hidden_units_over(self, x, state):  # (T, B) ids or (T, B, E) inputs -> {kind: (T, L, B, H)}, state
+        """``hidden_units`` after every step of x, every layer (nn.RNN returns only the top layer's), for the
+        explorer. Inference only."""
+        _, state, units = self._run(x, state, keep=True)
+        return units, state
+
+    def _gathers(self, idx) -> bool:
+        return idx.device.type == "cpu" and not torch.is_grad_enabled() and not (self.training and self.rnn.dropout)
+
+    def _run(self, x, state, keep):
+        return run_layers(self._kind, self.rnn._flat_weights, x, state, keep=keep,
+                          nonlinearity=getattr(self.rnn, "nonlinearity", "tanh"))
+
     def step(self, x, state):  # (N, E), state -> top layer's (N, H), new state
         """One time step for generation: torch's one-step kernel per layer on the module's own weights
         (what nn.RNNCell/GRUCell/LSTMCell run), without nn.RNN's sequence machinery."""
@@ -279,6 +301,7 @@ class RNN(_FusedCell):
     name = "rnn"
     description = "torch.nn.RNN with tanh: the fused version of d2l 8.6's concise RNN."
     torch_class = nn.RNN
+    _kind = "rnn"
     _step_fn = staticmethod(torch.rnn_tanh_cell)
 
 
@@ -286,6 +309,7 @@ class GRU(_FusedCell):
     name = "gru"
     description = "torch.nn.GRU: the fused gated recurrent unit (d2l 9.1)."
     torch_class = nn.GRU
+    _kind = "gru"
     _step_fn = staticmethod(torch.gru_cell)
 
 
@@ -293,6 +317,7 @@ class LSTM(_FusedCell):
     name = "lstm"
     description = "torch.nn.LSTM: the fused long short-term memory (d2l 9.2); state is (H, C)."
     torch_class = nn.LSTM
+    _kind = "lstm"
     _step_fn = staticmethod(torch.lstm_cell)
 
     def begin_state(self, batch_size, device="cpu"):

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from .errors import RNNStudioError
-from .scoring import tokenize_for_model
+from .scoring import hidden_states, tokenize_for_model
 
-MAX_TOKENS = 20_000  # stepping one token at a time is a Python loop: keep texts to a readable size
+MAX_TOKENS = 20_000  # every unit's value per token is kept and coloured: keep texts to a readable size
 OPENERS, CLOSERS = "([{", ")]}"
 
 
@@ -43,28 +43,18 @@ def series_label(name: str) -> str:
     return f"layer {layer} {what}"
 
 
-@torch.no_grad()
-def collect_activations(model, ids: torch.Tensor, tokens: list[str], *, name: str = "", cell: str = "") -> Activations:
-    """Feed ``ids`` (N,) one token at a time (B=1) and read the cell's ``hidden_units`` after each.
-
-    Stepping works for every cell, also for those whose forward returns only the top layer's outputs.
-    """
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        state = model.begin_state(1, device)
-        ids = ids.to(device)
-        buffers: dict[str, torch.Tensor] = {}
-        for t in range(len(ids)):
-            x = model.encode(ids[t].view(1, 1))  # (T=1, B=1, E)
-            _, state = model.cell(x, state)
-            for kind, value in model.cell.hidden_units(state).items():  # (L, 1, H)
-                if kind not in buffers:
-                    buffers[kind] = torch.empty(len(ids), value.shape[0], value.shape[-1], dtype=torch.float32)
-                buffers[kind][t] = value[:, 0, :].float().cpu()
-    finally:
-        model.train(was)
+def collect_activations(model, ids: torch.Tensor, tokens: list[str], *, name: str = "", cell: str = "",
+                        seq_len: int | None = None) -> Activations:
+    """Every layer's hidden units after every token of ``ids`` (N,), read by ``scoring.hidden_states``: one
+    stream, a chunk of steps per call (one token at a time only for cells that report no per-step states)."""
+    buffers: dict[str, torch.Tensor] = {}
+    t = 0
+    for chunk in hidden_states(model, ids, seq_len=seq_len):  # {kind: (T, L, H)}
+        for kind, value in chunk.items():
+            if kind not in buffers:
+                buffers[kind] = torch.empty(len(ids), value.shape[1], value.shape[-1], dtype=torch.float32)
+            buffers[kind][t: t + len(value)] = value
+        t += len(next(iter(chunk.values())))
     series = {}
     for kind, buf in buffers.items():
         for layer in range(buf.shape[1]):

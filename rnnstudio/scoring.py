@@ -1,6 +1,7 @@
 """Scoring a text under a model at training speed: B parallel streams, each warmed up on the tokens before it.
 
-One path serves validation during training, ``rnnstudio score``, ``score --explain`` and the inspector.
+One path serves validation during training, ``rnnstudio score``, ``score --explain`` and the inspector;
+the explorer reads the same chunks of steps through ``hidden_states``, one stream, keeping every state.
 The predictions of a text of ``n + 1`` tokens are cut into ``B`` consecutive spans of ``L`` tokens. Stream
 ``b`` reads its span from a fresh state, but first reads the ``K`` tokens before the span (the burn-in,
 not scored), so its state at the span's start is close to the state a single left-to-right pass would
@@ -18,6 +19,8 @@ relative perplexity at the default ``BURN_IN``.
 from __future__ import annotations
 
 import math
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -33,7 +36,7 @@ BURN_IN = 64  # tokens each later stream reads before its span; measured error a
 BURN_IN_TOLERANCE = 1e-4  # documented bound on |multi-stream perplexity / exact - 1|; measured <= 1e-8 at K = 64
 MIN_SPAN = 8  # a stream's span is at least MIN_SPAN burn-ins long, so burn-in costs at most 1/8 extra work
 SEQ_LEN = 256  # time steps per forward call; the state is carried from call to call
-ACTIVATION_BUDGET = 1 << 22  # logits + gate elements per forward call (16 MB of float32): big models take fewer steps
+ACTIVATION_BUDGET = 1 << 24  # logits + gate elements per forward call (64 MB of float32): big models take fewer steps
 TOP_K = 5  # predictions kept per token for explanations
 
 
@@ -112,6 +115,36 @@ def _chunk_steps(model, rows: int, seq_len: int) -> int:
     return max(1, min(seq_len, ACTIVATION_BUDGET // max(rows * per_step, 1)))
 
 
+@contextmanager
+def scoring_threads(device):
+    """Training's ``threads=0`` policy for a scoring run on the CPU: a ``ThreadTuner`` (1 thread against all
+    the cores, timed on forward calls instead of training steps), or None on other devices. The thread
+    count in force before is restored at the end."""
+    from .threads import ThreadTuner, max_auto_threads
+
+    if torch.device(device).type != "cpu":
+        yield None
+        return
+    before = torch.get_num_threads()
+    try:
+        yield ThreadTuner(max_auto_threads())
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed(chunks, tuner):
+    """``chunks`` as they are, telling ``tuner`` (if any) how long each one took, its consumer's work included."""
+    if tuner is None:
+        yield from chunks
+        return
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        yield chunk
+        t1 = time.perf_counter()
+        tuner.observe(t1 - t0)
+        t0 = t1
+
+
 @torch.no_grad()
 def predictions(model, ids: torch.Tensor, *, streams: int = STREAMS, burn_in: int = BURN_IN,
                 seq_len: int | None = None, device=None, rank: int = 0,
@@ -162,6 +195,52 @@ def predictions(model, ids: torch.Tensor, *, streams: int = STREAMS, burn_in: in
         model.train(was)
 
 
+def _cell_inputs(model, idx_tb: torch.Tensor) -> torch.Tensor:
+    """What the model hands its cell for token ids (T, B): the ids themselves for a one-hot model whose cell
+    gathers weight rows (``forward_tokens``), else the encoded inputs (T, B, E)."""
+    if model.embedding is None and hasattr(model.cell, "forward_tokens"):
+        return idx_tb
+    return model.encode(idx_tb)
+
+
+@torch.no_grad()
+def hidden_states(model, ids: torch.Tensor, *, seq_len: int | None = None,
+                  device=None) -> Iterator[dict[str, torch.Tensor]]:
+    """The explorer's variant of ``predictions``: one stream (no burn-in, so exact) read a chunk of steps per
+    call, yielding every layer's ``hidden_units`` after every token of the chunk, ``{kind: (T, L, H)}`` on the CPU.
+
+    A cell with ``hidden_units_over(x, state)`` (the fused cells) reports every layer per step. For any other
+    one-layer cell whose state is its h, that h per step is what ``forward`` outputs. Other cells (a multi-layer
+    scratch cell, an LSTM's c) are stepped one token at a time: their per-step states exist nowhere else.
+    """
+    device = device or next(model.parameters()).device
+    seq_len = seq_len or SEQ_LEN
+    ids = ids.long()
+    cell = model.cell
+    was = model.training
+    model.eval()
+    try:
+        state = model.begin_state(1, device)
+        over = getattr(cell, "hidden_units_over", None)
+        units = cell.hidden_units(state)
+        outputs_are_h = (cell.num_layers == 1 and isinstance(state, torch.Tensor) and list(units) == ["h"]
+                         and units["h"] is state)
+        step = seq_len if over is not None or outputs_are_h else 1
+        for c0 in range(0, len(ids), step):
+            x = _cell_inputs(model, ids[c0: c0 + step].to(device)[:, None])  # (T, 1) ids or (T, 1, E)
+            if over is not None:
+                per_step, state = over(x, state)  # {kind: (T, L, 1, H)}
+            elif outputs_are_h:
+                outputs, state = cell.forward_tokens(x, state) if not x.is_floating_point() else cell(x, state)
+                per_step = {"h": outputs[:, None]}  # (T, 1, 1, H)
+            else:
+                _, state = cell.forward_tokens(x, state) if not x.is_floating_point() else cell(x, state)
+                per_step = {k: v[None] for k, v in cell.hidden_units(state).items()}  # (1, L, 1, H)
+            yield {k: v[:, :, 0, :].float().cpu() for k, v in per_step.items()}
+    finally:
+        model.train(was)
+
+
 # -- metrics over a text ------------------------------------------------------------------------------
 
 def metric_set(host, warn, vocab=None):
@@ -180,11 +259,14 @@ def bind_vocab(metrics, vocab):
 
 
 def score_ids(model, ids: torch.Tensor, metrics, *, streams: int = STREAMS, burn_in: int = BURN_IN,
-              seq_len: int | None = None, device=None, rank: int = 0, world_size: int = 1) -> dict[str, float]:
-    """The metric plugins' values over every next-token prediction of ``ids`` (this rank's share)."""
+              seq_len: int | None = None, device=None, rank: int = 0, world_size: int = 1,
+              tuner=None) -> dict[str, float]:
+    """The metric plugins' values over every next-token prediction of ``ids`` (this rank's share); ``tuner``
+    (see ``scoring_threads``) is told each forward call's time."""
     metrics.reset()
-    for logits, targets, _ in predictions(model, ids, streams=streams, burn_in=burn_in, seq_len=seq_len,
-                                          device=device, rank=rank, world_size=world_size):
+    chunks = predictions(model, ids, streams=streams, burn_in=burn_in, seq_len=seq_len, device=device, rank=rank,
+                         world_size=world_size)
+    for logits, targets, _ in _timed(chunks, tuner):
         nll = F.cross_entropy(logits.float(), targets, reduction="none")
         metrics.update(logits, targets, nll)
     return metrics.values()
@@ -203,7 +285,8 @@ def score_stream(loaded, chunks_factory, *, host=None, exact: bool = False, stre
     metrics = metric_set(host, warns.append, loaded.vocab)
     streams = 1 if exact else streams
     layout = plan_streams(len(ids) - 1, streams, burn_in)
-    values = score_ids(loaded.model, ids, metrics, streams=streams, burn_in=burn_in, device=device)
+    with scoring_threads(device or next(loaded.model.parameters()).device) as tuner:
+        values = score_ids(loaded.model, ids, metrics, streams=streams, burn_in=burn_in, device=device, tuner=tuner)
     return {"model": loaded.name, "tokens": len(ids), "scored": len(ids) - 1, "unit": loaded.vocab.text_tokenizer.unit,
             "unknown": int((ids == loaded.vocab.unk).sum()), **values, "streams": layout.streams,
             "burn_in": layout.burn_in, "warnings": warns}
@@ -227,7 +310,7 @@ class TokenScores:
 
 
 def token_scores(model, ids: torch.Tensor, metrics=None, *, top_k: int = TOP_K, streams: int = STREAMS,
-                 burn_in: int = BURN_IN, seq_len: int | None = None, device=None) -> TokenScores:
+                 burn_in: int = BURN_IN, seq_len: int | None = None, device=None, tuner=None) -> TokenScores:
     """NLL, rank and top-k of every prediction, filled in position order from the streams (float64 maths)."""
     n = len(ids) - 1
     V = model.head.out_features
@@ -236,8 +319,8 @@ def token_scores(model, ids: torch.Tensor, metrics=None, *, top_k: int = TOP_K, 
                       np.empty((n, k), np.float64))
     if metrics is not None:
         metrics.reset()
-    for logits, targets, where in predictions(model, ids, streams=streams, burn_in=burn_in, seq_len=seq_len,
-                                              device=device):
+    chunks = predictions(model, ids, streams=streams, burn_in=burn_in, seq_len=seq_len, device=device)
+    for logits, targets, where in _timed(chunks, tuner):
         log_probs = torch.log_softmax(logits.double(), dim=-1)  # (M, V)
         target_lp = log_probs.gather(1, targets[:, None])  # (M, 1)
         nll = -target_lp[:, 0]

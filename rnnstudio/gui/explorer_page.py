@@ -16,7 +16,7 @@ from .model_choice import fill_combo
 from .model_text_view import ModelTextView
 
 BEST = "(each unit's best feature)"
-MAX_TOKENS = 5_000  # stepping is one Python call per token; keep the view responsive
+MAX_TOKENS = 5_000  # the charts and the coloured text redraw every token: keep the view responsive
 RANKED = 40  # rows in the ranking table
 
 
@@ -33,7 +33,7 @@ class ExplorerView(ModelTextView):
         self.model = QComboBox()
         self.model.setMinimumContentsLength(18)
         self.run_button = QPushButton("Run", objectName="primary")
-        self.run_button.setToolTip(f"feed the text through the model one token at a time (first {MAX_TOKENS:,})")
+        self.run_button.setToolTip(f"feed the text through the model and record every hidden unit after each token (first {MAX_TOKENS:,})")
         self.run_button.clicked.connect(self.run)
         self.layer = QComboBox()
         self.layer.setMinimumContentsLength(22)
