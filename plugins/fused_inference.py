@@ -55,6 +55,12 @@ def run_layers(kind: str, weights, x: torch.Tensor, state, *, keep: bool = False
     return x, final, units
 
 
+def _tanh_(a: torch.Tensor) -> torch.Tensor:
+    """tanh(a) = 2 σ(2a) - 1, in place (within 3e-7): torch's CPU tanh costs about three of its sigmoids, and a
+    hidden-256 GRU step ran 6-9% faster this way (as the scratch cells found, ``fast_recurrence``)."""
+    return a.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 def _gru_layer(gi, h, w_hh, b_hh):
     # torch: r, z = σ(gi_rz + gh_rz), n = tanh(gi_n + r ⊙ gh_n), h' = n + z ⊙ (h - n), gh = h W_hh.T + b_hh
     T, B, G = gi.shape
@@ -65,7 +71,7 @@ def _gru_layer(gi, h, w_hh, b_hh):
         gh = torch.addmm(b_hh, h, w)  # (B, 3H)
         g = gi[t]
         rz = torch.sigmoid(g[:, :2 * H] + gh[:, :2 * H])
-        n = torch.tanh(torch.addcmul(g[:, 2 * H:], rz[:, :H], gh[:, 2 * H:]))
+        n = _tanh_(torch.addcmul(g[:, 2 * H:], rz[:, :H], gh[:, 2 * H:]))
         h = torch.addcmul(n, rz[:, H:], h - n, out=out[t])
     return out
 
@@ -88,8 +94,9 @@ def _lstm_layer(gi, h, c, w_hh, b_hh, keep):
     w = w_hh.T
     for t in range(T):
         gates = torch.addmm(gi[t] + b_hh, h, w)  # (B, 4H)
-        s = torch.sigmoid(gates)
-        g = torch.tanh(gates[:, 2 * H: 3 * H])
+        gates[:, 2 * H: 3 * H] *= 2
+        s = torch.sigmoid_(gates)  # one sigmoid for all four blocks: g = tanh(a) = 2 σ(2a) - 1
+        g = s[:, 2 * H: 3 * H] * 2 - 1
         c = torch.addcmul(s[:, H: 2 * H] * c, s[:, :H], g, out=cs[t] if keep else None)
         h = torch.mul(s[:, 3 * H:], torch.tanh(c), out=out[t])
     return out, (cs if keep else c[None])
