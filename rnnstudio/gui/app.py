@@ -42,29 +42,33 @@ def create_app(argv: list[str] | None = None) -> QApplication:
 
 
 def create_window(*, no_plugins: bool = False, restore: bool = True):
-    """The main window over the plugin host (built-ins only with ``no_plugins``)."""
-    from ..plugins import default_host, load_plugins, set_default_host
+    """The main window over the plugin host (built-ins only with ``no_plugins``), its tabs built before it returns."""
+    from .main_window import MainWindow, load_heavy_parts
+
+    window = MainWindow(load_heavy_parts(no_plugins), restore=restore)
+    window.setWindowIcon(app_icon())
+    return window
+
+
+def start_window(*, no_plugins: bool = False, restore: bool = True):
+    """The app's start-up: the main window is shown first, as a shell, and the plugins and torch load in a
+    thread after its first paint; its tabs are built when they are in (``MainWindow.loaded``)."""
     from .main_window import MainWindow
 
-    if no_plugins:
-        set_default_host(load_plugins(no_plugins=True))
-    host = default_host()
-    window = MainWindow(host, restore=restore)
+    window = MainWindow(restore=restore)
     window.setWindowIcon(app_icon())
-    if host.failures:
-        from .plugins_page import plugin_entries
-
-        names = ", ".join(e.name for e in plugin_entries(host) if e.failures)
-        window.show_status(f"some plugins failed to load ({names}); see the Plugins page", 20000)
+    window.show()
+    QTimer.singleShot(0, window, lambda: window.load_in_background(no_plugins=no_plugins))
     return window
 
 
 def terminate(window, quit_app) -> None:
     """SIGTERM or SIGHUP (``kill``, a logout): stop training as Stop does (it validates and saves),
-    save the settings and quit, without asking."""
-    window.training.stop_and_join()
-    window.generation.stop_and_join()
-    window.save_settings()
+    save the settings and quit, without asking (while the tabs are still loading there is nothing to save)."""
+    if window.is_loaded():
+        window.training.stop_and_join()
+        window.generation.stop_and_join()
+        window.save_settings()
     quit_app()
 
 
@@ -83,8 +87,7 @@ def main(no_plugins: bool = False) -> int:
         return 2
     app = create_app()
     app.setAttribute(Qt.AA_DontShowIconsInMenus, False)
-    window = create_window(no_plugins=no_plugins)
-    window.show()
+    window = start_window(no_plugins=no_plugins)
     # Ctrl+C in the terminal closes the window the normal way (asking first while training);
     # the idle timer gives Python a chance to run its signal handler inside Qt's event loop.
     signal.signal(signal.SIGINT, lambda *_: window.close())

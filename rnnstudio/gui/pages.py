@@ -2,8 +2,9 @@
 
 Built-in pages are ``(title, factory)`` entries of ``PAGES``: ``factory(window)`` gets the ``MainWindow`` (use
 ``window.host``, ``window.training``, ``window.generation``, ``window.models``, and the signals
-``window.models_changed`` and ``window.training.training_ended``) and returns the page's QWidget. Import heavy
-modules inside the factory so that start-up stays fast. A factory that raises is skipped with a status-bar message.
+``window.models_changed`` and ``window.training.training_ended``) and returns the page's QWidget. A factory that
+raises is skipped with a status-bar message. At start-up the app imports these pages' modules in its loading thread,
+while the window already shows: a page module may import anything, but it makes no Qt object at import time.
 
 Plugin pages (the ``register_pages`` hook) have a smaller, stable contract. A plugin calls
 ``register(title, factory)``; when the window is built, on the GUI thread and after the built-in pages,
@@ -56,7 +57,22 @@ def _lazy(module: str) -> Callable:
 
         return import_module(f"{__package__}.{module}").page(window)
 
+    factory.module = f"{__package__}.{module}"
     return factory
+
+
+def import_page_modules() -> None:
+    """Import the built-in pages' modules ahead of building them (the app does it off the GUI thread, where an
+    import is safe and a widget is not). A module that fails here is left to its factory, which reports it."""
+    from importlib import import_module
+
+    for _title, factory in PAGES:
+        module = getattr(factory, "module", None)
+        if module:
+            try:
+                import_module(module)
+            except Exception:  # noqa: BLE001 - add_page reports it when the window is built
+                pass
 
 
 def attach_view(window, view, refresh: str):
