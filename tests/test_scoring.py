@@ -137,3 +137,16 @@ def test_score_exact_and_streamed_explain_from_the_cli(trained, tmp_path):
     assert math.exp(nll.mean()) == pytest.approx(summary["perplexity"], rel=1e-9)
     table = cli("--explain", "--rows", "3").splitlines()
     assert table[0].split()[:2] == ["pos", "token"] and table[1].split()[0] == "1" and "more rows" in table[4]
+
+
+def test_scoring_threads_follow_trainings_policy_and_restore_the_count():
+    """On the CPU score times 1 thread against every core (training's ThreadTuner); the count is put back."""
+    from rnnstudio.threads import ThreadTuner, max_auto_threads
+
+    before = torch.get_num_threads()
+    with scoring.scoring_threads("cpu") as tuner:
+        assert isinstance(tuner, ThreadTuner) and tuner.candidates[-1] == max_auto_threads()
+        torch.set_num_threads(1)
+    assert torch.get_num_threads() == before
+    with scoring.scoring_threads("meta") as tuner:
+        assert tuner is None
