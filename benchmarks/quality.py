@@ -88,11 +88,13 @@ def gpt_contender(corpus: str, seconds: float, host) -> dict:
 
 
 CONTENDERS = {
-    # (a) the defaults, given only a time budget
+    # (a) the defaults, given only a time budget (so --recipe auto fits the recipe to it)
     "rnnstudio": lambda corpus, s, host: rnn_contender(_base_config(corpus, s), host),
-    # (b) d2l 9.1: a GRU of 256 on one-hot characters, SGD at lr 1, batches of 32 x 35, clipping at 1
+    # (b) d2l 9.1: a GRU of 256 on one-hot characters, SGD at lr 1, batches of 32 x 35, clipping at 1, one layer at a
+    # constant learning rate (--recipe manual)
     "d2l": lambda corpus, s, host: rnn_contender(_base_config(
-        corpus, s, cell="gru", hidden_size=256, encoding="onehot", optimizer="sgd", lr=1.0, batch_size=32,
+        corpus, s, recipe="manual", cell="gru", hidden_size=256, encoding="onehot", optimizer="sgd", lr=1.0,
+        batch_size=32,
         seq_len=35, clip=1.0), host),
     # (c) nanoGPT's CPU recipe
     "gpt": gpt_contender,

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .settings import SettingError, check, schema, setting, to_argv
+from .recipe import RECIPES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEFAULT_LR = {"sgd": 1.0, "adam": 0.005, "adamw": 0.005}
@@ -104,6 +105,10 @@ class TrainConfig:
                              help="sgd is d2l's")
     lr: float | None = setting(None, group="training", above=0, label="learning rate",
                                placeholder="default: adam 0.005, sgd 1", help="learning rate (default: 1 for sgd, 0.005 for adam)")
+    recipe: str = setting("auto", group="training", choices=RECIPES,  # see rnnstudio/recipe.py for the measurements
+                          help="auto: with --minutes, decay the learning rate over the budget and, when the budget "
+                               "holds many epochs, train 2 layers with dropout 0.3 (only settings left at their "
+                               "defaults change); manual: every setting as given")
     schedule: str = setting("constant", group="training", choices=SCHEDULES,  # d2l's: one learning rate throughout
                             help="learning-rate schedule after the warm-up: constant, or cosine/linear decay to a "
                                  "tenth (over a time budget it follows the elapsed fraction)")

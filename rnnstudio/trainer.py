@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -196,6 +197,15 @@ class Trainer:
                 "{b} x {seq_len} {t}); use a smaller {batch_size} or {seq_len}, or more text",
                 n=len(train_ids), need=need, b=cfg.batch_size, t=cfg.seq_len, source=f"corpus {cfg.corpus!r}")
 
+        if cfg.recipe == "auto" and cfg.minutes and not saved:  # fit the recipe to the corpus and the budget
+            from .recipe import auto_recipe, probe_step_rate
+
+            changes, notes = auto_recipe(cfg, len(train_ids),
+                                         lambda: probe_step_rate(cfg, cell_cls, len(vocab), device))
+            if changes:
+                cfg = self.config = dataclasses.replace(cfg, **changes)
+                cfg.validate()
+                load_warnings.extend(notes)
         mcfg = ModelConfig(cell=cfg.cell, vocab_size=len(vocab), hidden_size=cfg.hidden_size,
                            num_layers=cfg.num_layers, dropout=cfg.dropout, encoding=cfg.encoding,
                            embed_size=cfg.embed_size, cell_options=dict(cfg.cell_options))
