@@ -197,7 +197,7 @@ class Trainer:
                 "{b} x {seq_len} {t}); use a smaller {batch_size} or {seq_len}, or more text",
                 n=len(train_ids), need=need, b=cfg.batch_size, t=cfg.seq_len, source=f"corpus {cfg.corpus!r}")
 
-        if cfg.recipe == "auto" and cfg.minutes and not saved:  # fit the recipe to the corpus and the budget
+        if not saved:  # --recipe auto under --minutes: auto_recipe decides what, if anything, to change
             from .recipe import auto_recipe, probe_step_rate
 
             changes, notes = auto_recipe(cfg, len(train_ids),
