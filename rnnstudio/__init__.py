@@ -30,6 +30,7 @@ _EXPORTS = {
     "read_text_file": "textfiles",
     "text_files": "textfiles",
     "files_fingerprint": "corpus_cache",
+    "packed_linear": "gemm",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -12,6 +12,7 @@ from torch import nn
 
 from .components import Cell
 from .errors import RNNStudioError
+from .gemm import packed_linear
 
 ENCODINGS = ("onehot", "embedding")
 
@@ -100,7 +101,11 @@ class RNNLanguageModel(nn.Module):
             outputs, state = cell.forward_tokens(idx.T, state)  # (T, B, H)
         else:
             outputs, state = cell(self.encode(idx.T), state)  # (T, B, H)
-        logits = self.head(outputs.reshape(-1, outputs.shape[-1]))  # (T*B, V)
+        flat = outputs.reshape(-1, outputs.shape[-1])
+        if torch.is_grad_enabled():
+            logits = self.head(flat)  # (T*B, V)
+        else:  # scoring and validation: oneDNN's GEMM where it has one (2-2.8x faster here, see gemm.py)
+            logits = packed_linear(self.head.weight, self.head.bias, len(flat))(flat)
         return logits, state
 
     def step(self, idx: torch.Tensor | list[int], state):
