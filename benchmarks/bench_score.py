@@ -107,12 +107,27 @@ def _saved_model(settings: dict, cell: str, hidden: int, name: str) -> None:
         pass
 
 
+# The child's peak RSS. Not ru_maxrss: Linux folds the address space that exec replaces into it, and after
+# subprocess's fork or vfork that is the parent's (a child of a 600 MB parent reported 585 MB before doing
+# anything), so bench.py's own memory showed up as explain's peak (637 MB in one run, 386 MB alone). VmHWM counts
+# the child's own address space only; ru_maxrss is the fallback where there is no /proc.
+_PEAK = ("def peak():\n"
+         "    try:\n"
+         "        for line in open('/proc/self/status'):\n"
+         "            if line.startswith('VmHWM:'):\n"
+         "                return int(line.split()[1]) * 1024\n"
+         "    except OSError:\n"
+         "        pass\n"
+         "    import resource\n"
+         "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n")
+
+
 def _cli_child(argv: list[str], env: dict) -> dict:
     """Run the real CLI in a fresh process; its wall time and peak RSS (of that process alone)."""
-    code = ("import json, resource, sys, time; t = time.perf_counter(); from rnnstudio.cli import main; "
+    code = (_PEAK + "import json, sys, time; t = time.perf_counter(); from rnnstudio.cli import main; "
             f"rc = main({argv!r}); "
             "sys.stderr.write(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, "
-            "'peak_rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}) + '\\n')")
+            "'peak_rss': peak()}) + '\\n')")
     proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, timeout=900)
     last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
