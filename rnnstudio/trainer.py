@@ -178,7 +178,7 @@ class Trainer:
         load_warnings: list[str] = []
         if cfg.dropout and cfg.num_layers == 1:  # torch's nn.RNN/GRU/LSTM and the scratch cells alike
             load_warnings.append(f"dropout {cfg.dropout:g} has no effect with one layer: it acts between stacked "
-                                 f"layers (use 2 or more layers)")
+                                 f"layers (use 2 or more layers, or --output-dropout)")
         encoded, corpus = _load_corpus(self.host, cfg, vocab, load_warnings.append)
         vocab = encoded.vocab
         self.vocab = vocab
@@ -207,7 +207,8 @@ class Trainer:
                 cfg.validate()
                 load_warnings.extend(notes)
         mcfg = ModelConfig(cell=cfg.cell, vocab_size=len(vocab), hidden_size=cfg.hidden_size,
-                           num_layers=cfg.num_layers, dropout=cfg.dropout, encoding=cfg.encoding,
+                           num_layers=cfg.num_layers, dropout=cfg.dropout,
+                           output_dropout=cfg.output_dropout, encoding=cfg.encoding,
                            embed_size=cfg.embed_size, cell_options=dict(cfg.cell_options))
         torch.manual_seed(cfg.seed)
         try:

@@ -116,6 +116,27 @@ def test_dropout_on_one_layer_is_flagged_as_doing_nothing(tmp_path):
                           seq_len=8, max_steps=2, eval_every=0, device="cpu", threads=1, save=False, **kw)
         return [e.message for e in Trainer(cfg).run() if e.kind == "warning"]
 
-    assert any("no effect with one layer" in w for w in warnings(dropout=0.3))
+    assert any("no effect with one layer" in w and "--output-dropout" in w for w in warnings(dropout=0.3))
     assert not any("no effect" in w for w in warnings(dropout=0.3, num_layers=2))
     assert not any("no effect" in w for w in warnings())
+
+
+def test_output_dropout_acts_on_one_layer_in_training_only():
+    """--output-dropout drops the top layer's outputs before the output layer, so one layer has it too."""
+    import torch
+
+    from rnnstudio.model import ModelConfig, RNNLanguageModel
+    from rnnstudio.plugins import default_host
+
+    host = default_host()
+    idx = torch.randint(0, 12, (3, 7), generator=torch.Generator().manual_seed(0))
+    for cell in ("gru", "rnn-scratch"):
+        torch.manual_seed(0)
+        model = RNNLanguageModel(ModelConfig(cell=cell, vocab_size=12, hidden_size=16, output_dropout=0.5),
+                                 host.cell(cell))
+        plain = RNNLanguageModel(ModelConfig(cell=cell, vocab_size=12, hidden_size=16), host.cell(cell))
+        plain.load_state_dict(model.state_dict())
+        model.train(), plain.train()
+        assert not torch.allclose(model(idx)[0], plain(idx)[0]), cell
+        model.eval(), plain.eval()
+        torch.testing.assert_close(model(idx)[0], plain(idx)[0])
