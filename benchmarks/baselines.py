@@ -168,8 +168,9 @@ class RNNGemmFloor:
 class RNNGemmFloorOneDNN(RNNGemmFloor):
     """The same GEMMs on oneDNN's matmul (the library nn.LSTM's fused primitive runs on), operands kept in
     oneDNN's own format so no step pays a conversion; the per-step addition is left out too. Where MKL does not
-    use this CPU's AVX-512 (AMD), this floor is about half the MKL one: what the scratch cells and the d2l loop,
-    which run on torch.mm, leave on the table."""
+    use this CPU's AVX-512 (AMD), the MKL floor is about half this one: what the d2l loop, on torch.mm, leaves on
+    the table. The scratch cells run their per-step GEMMs on oneDNN (``rnnstudio.packed_linear``), so this is
+    the floor they are measured against."""
 
     name = "rnn GEMM floor (oneDNN)"
 
@@ -234,8 +235,8 @@ class RawGenerationLoop:
 def gemm_flops(n: int = 2048, repeats: int = 5, clock=None, library: str = "blas") -> float | None:
     """FLOP/s of a large float32 GEMM (n x n @ n x n), the best of ``repeats`` timed with ``clock``.
 
-    ``library`` "blas" is torch.mm (MKL here: what nn.RNN, nn.GRU and the scratch cells run on); "onednn" is
-    oneDNN's matmul (what nn.LSTM's fused primitive runs on), None where torch has no oneDNN. On a CPU that MKL
+    ``library`` "blas" is torch.mm (MKL here: what nn.RNN and nn.GRU run on); "onednn" is oneDNN's matmul (what
+    nn.LSTM's fused primitive and the scratch cells' per-step GEMMs run on), None where torch has no oneDNN. On a CPU that MKL
     does not dispatch its AVX-512 kernels for (AMD), the two differ by 2-3x."""
     import time
 
