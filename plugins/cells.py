@@ -18,7 +18,7 @@ from torch import nn
 import rnnstudio
 from rnnstudio import Cell, Param
 
-from .fast_recurrence import gru_layer, lstm_layer, rnn_layer
+from .fast_recurrence import gru_layer, lstm_layer, project_inputs, rnn_layer
 from .fused_inference import run_layers
 
 INIT_STD = Param("init_std", "float", 0.01, min=0.0, help="Std of the normal init of the weights (d2l uses 0.01).")
@@ -119,7 +119,7 @@ class _ScratchCell(Cell):
         if layer:
             x = self.drop(x)
         T, B = x.shape[:2]
-        return torch.addmm(b, x.reshape(T * B, -1), W_x).view(T, B, -1), W_h
+        return project_inputs(x.reshape(T * B, -1), W_x, b).view(T, B, -1), W_h
 
     def forward_tokens(self, idx: torch.Tensor, state):  # (T, B) ids, state -> (T, B, H), state
         """``forward`` on one-hot inputs, given as token ids: what the model calls when it has no embedding."""

@@ -71,6 +71,32 @@ def _weight_grad(states: torch.Tensor, dG: torch.Tensor) -> torch.Tensor:
     return states[:-1].flatten(0, 1).T @ dG.flatten(0, 1)
 
 
+# -- the input projection: X W_x + b for all T steps, hoisted out of the time loop ------------------
+
+class _Projection(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W_x, b):  # (N, E), (E, G), (G,) -> (N, G)
+        ctx.save_for_backward(x, W_x)
+        return packed_linear(W_x.T, b, x.shape[0])(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, W_x = ctx.saved_tensors
+        dy = dy.contiguous()
+        dx = _times_transposed(W_x, dy.shape[0])(dy) if ctx.needs_input_grad[0] else None
+        dW = x.T @ dy if ctx.needs_input_grad[1] else None  # torch.mm: oneDNN on packed operands was not faster here
+        db = dy.sum(0) if ctx.needs_input_grad[2] else None
+        return dx, dW, db
+
+
+def project_inputs(x, W_x, b):
+    """X W_x + b (N, G) for inputs (N, E), the forward GEMM and backward's dX on oneDNN (``packed_linear``).
+    On this CPU a 1120 x 512 by 512 x 1536 projection, forward and backward, ran 1.4x faster than ``addmm``."""
+    if not _needs_graph(x, W_x, b):
+        return packed_linear(W_x.T, b, x.shape[0])(x)
+    return _Projection.apply(x, W_x, b)
+
+
 # -- RNN: H_t = tanh(xw_t + H_{t-1} W_hh) ------------------------------------------------
 #
 # tanh(a) is computed as 2 sigmoid(2a) - 1 (within 2e-7 of torch.tanh): on CPU torch's tanh costs about

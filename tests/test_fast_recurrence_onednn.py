@@ -1,4 +1,4 @@
-"""The scratch cells' time loops on oneDNN's packed GEMMs (float32) agree with their float64 runs (addmm).
+"""The scratch cells' GEMMs on oneDNN's packed weights (float32) agree with their float64 runs (addmm).
 
 gradcheck and the comparisons with nn.RNN/GRU/LSTM at tiny sizes (test_cells.py) cover the formulas; these
 check that the per-step GEMMs on packed weights, forward and backward, keep float32's accuracy at sizes where
@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from rnnstudio import gemm
+from rnnstudio.builtin_plugins.fast_recurrence import project_inputs
 from rnnstudio.plugins import default_host
 
 E, H, L, T, B = 20, 48, 2, 15, 16
 
-pytestmark = pytest.mark.skipif(not gemm.onednn_available(), reason="this torch has no oneDNN packed linear")
+needs_onednn = pytest.mark.skipif(not gemm.onednn_available(), reason="this torch has no oneDNN packed linear")
 
 
 def run(cell, x, state, w_out):
@@ -34,6 +35,7 @@ def run(cell, x, state, w_out):
     return {"y": y.detach(), **{f"final{i}": f.detach() for i, f in enumerate(fin)}}, grads
 
 
+@needs_onednn
 @pytest.mark.parametrize("name", ["rnn-scratch", "gru-scratch", "lstm-scratch"])
 def test_float32_onednn_loops_match_float64(name):
     torch.manual_seed(0)
@@ -57,6 +59,7 @@ def test_float32_onednn_loops_match_float64(name):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-5 * max(scale, 1.0), msg=key)
 
 
+@needs_onednn
 def test_onednn_and_addmm_paths_agree_in_float32(monkeypatch):
     """With oneDNN switched off the loops run on addmm: both paths agree within float32 rounding."""
     torch.manual_seed(2)
@@ -69,3 +72,10 @@ def test_onednn_and_addmm_paths_agree_in_float32(monkeypatch):
     addmm_values, addmm_grads = run(cell, x, state, w_out)
     for key, want in {**addmm_values, **addmm_grads}.items():
         torch.testing.assert_close({**onednn_values, **onednn_grads}[key], want, rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_input_projection_passes_gradcheck():
+    """X W_x + b with its hand-written backward (float64 takes the addmm path)."""
+    gen = torch.Generator().manual_seed(3)
+    x, W, b = (torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_() for shape in ((5, 3), (3, 4), (4,)))
+    assert torch.autograd.gradcheck(project_inputs, (x, W, b))
