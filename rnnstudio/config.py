@@ -110,9 +110,10 @@ class TrainConfig:
     lr: float | None = setting(None, group="training", above=0, label="learning rate",
                                placeholder="default: adam 0.005, sgd 1", help="learning rate (default: 1 for sgd, 0.005 for adam)")
     recipe: str = setting("auto", group="training", choices=RECIPES,  # see rnnstudio/recipe.py for the measurements
-                          help="auto: with --minutes, decay the learning rate over the budget and, when the budget "
-                               "holds many epochs, train 2 layers with dropout 0.3 (only settings left at their "
-                               "defaults change); manual: every setting as given")
+                          help="auto: with --minutes, decay the learning rate over the budget and, the more epochs "
+                               "the budget holds, regularise more (output dropout, then 2 layers with dropout and "
+                               "weight decay; only settings left at their defaults change); manual: every setting "
+                               "as given")
     schedule: str = setting("constant", group="training", choices=SCHEDULES,  # d2l's: one learning rate throughout
                             help="learning-rate schedule after the warm-up: constant, or cosine/linear decay to a "
                                  "tenth (over a time budget it follows the elapsed fraction)")

@@ -7,11 +7,17 @@ this 2-core AMD EPYC, 2026-12-02; nats per character over the whole held-out 10%
 
 - One GRU layer at Adam 0.005 reaches its best validation, 2.455, within about 10 epochs (60 s here) and then
   overfits: at 180 s and 600 s its best was still 2.455 and its last weights 2.87 and 3.15. nanoGPT's CPU recipe
-  reached 2.404 at 180 s. Dropout acts between stacked layers only, so the regularised model is two layers with
-  dropout 0.3; at the same wall time as 180 s of one layer (2000 steps) it reached 2.307. So when the budget
-  holds more than ``DEEP_EPOCHS`` epochs of the one-layer model, the recipe trains two layers with dropout 0.3.
+  reached 2.404 at 180 s. So the more epochs the budget holds, the more the recipe regularises.
+- Above ``DROP_EPOCHS`` epochs: dropout 0.5 before the output layer (``output_dropout``). One layer at 1500
+  steps (~9 epochs): 2.426 plain, 2.388 with output dropout 0.3, 2.356 with 0.5 (2.377 with AdamW's weight decay
+  0.1 on top: not at this depth). Below: on python-docs (418k training characters) at 1600 steps, ~4 epochs,
+  output dropout 0.3 cost 1.227 -> 1.243, so a budget of a few epochs keeps none.
+- Above ``DEEP_EPOCHS`` epochs: two layers with dropout 0.3 between them, and AdamW with weight decay 0.1. At
+  2000 steps (= 180 s of one layer): 2.315 plain, 2.273 with output dropout 0.3, 2.244 with 0.5, 2.214 with 0.5
+  and AdamW 0.1; 0.5 between the layers as well was worse (2.319), and output dropout 0.65 too (2.324). At 650
+  steps (60 s) two layers lost to one (2.497 vs 2.455), hence the depth by epochs.
 - A cosine decay to a tenth over the budget, after ``WARMUP`` warm-up steps, helped a little on one layer
-  (best 2.433 vs 2.455 at 3922 steps) and is what the two-layer result used, so every time budget gets it.
+  (best 2.433 vs 2.455 at 3922 steps) and is what every result above used, so every time budget gets it.
 
 How many epochs fit is measured, not guessed: a few training steps of the one-layer model on the user's own
 device give its step rate (``probe_step_rate``), which the budget turns into steps.
@@ -25,8 +31,11 @@ from typing import Callable
 
 RECIPES = ("auto", "manual")
 WARMUP = 100  # optimizer steps of linear warm-up before the cosine decay
+DROP_EPOCHS = 6.0  # epochs of the one-layer model above which output dropout wins (at 4 it lost, at 9 it won)
+DROP = {"output_dropout": 0.5}
 DEEP_EPOCHS = 20.0  # epochs of the one-layer model in the budget above which two layers with dropout win
 DEEP = {"num_layers": 2, "dropout": 0.3}
+DECAY = {"optimizer": "adamw", "weight_decay": 0.1}  # with DEEP, unless the optimizer or weight decay was given
 BUDGET_SHARE = 0.9  # the part of a budget spent on training steps (the rest validates and saves)
 
 
@@ -40,14 +49,24 @@ def auto_recipe(cfg, train_tokens: int, step_rate: Callable[[], float]) -> tuple
     if cfg.schedule == "constant" and cfg.warmup == 0:
         changes.update(schedule="cosine", warmup=WARMUP)
         reasons.append(f"cosine decay over the {cfg.minutes:g} min after {WARMUP} warm-up steps")
-    if cfg.num_layers == 1 and cfg.dropout == 0:
+    drop = cfg.output_dropout == 0
+    deepen = cfg.num_layers == 1 and cfg.dropout == 0
+    if drop or deepen:
         rate = step_rate()
         steps = cfg.minutes * 60 * BUDGET_SHARE * rate
         epochs = steps * cfg.batch_size * cfg.seq_len * cfg.world_size / max(1, train_tokens)
-        if epochs > DEEP_EPOCHS:
+        if drop and epochs > DROP_EPOCHS:
+            changes.update(DROP)
+            reasons.append(f"output dropout {DROP['output_dropout']:g}")
+        if deepen and epochs > DEEP_EPOCHS:
             changes.update(DEEP)
-            reasons.append(f"2 layers with dropout 0.3, since about {epochs:.0f} epochs of one layer fit the budget "
-                           f"and one layer overfits a corpus this small")
+            reasons.append(f"2 layers with dropout {DEEP['dropout']:g} between them")
+            if cfg.optimizer == "adam" and cfg.weight_decay == 0:
+                changes.update(DECAY)
+                reasons[-1] += f" and AdamW with weight decay {DECAY['weight_decay']:g}"
+        if len(reasons) > (1 if "schedule" in changes else 0):
+            reasons[-1] += (f", since about {epochs:.0f} epochs of one layer fit the budget and a model overfits "
+                            f"a corpus it reads this often")
     if not reasons:
         return {}, []
     return changes, ["recipe auto: " + "; ".join(reasons) + " (--recipe manual keeps the settings as given)"]

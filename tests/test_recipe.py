@@ -6,7 +6,7 @@ import pytest
 
 from rnnstudio import checkpoint as ckpt
 from rnnstudio.config import TrainConfig
-from rnnstudio.recipe import DEEP_EPOCHS, WARMUP, auto_recipe, probe_step_rate
+from rnnstudio.recipe import DECAY, DEEP, DEEP_EPOCHS, DROP, DROP_EPOCHS, WARMUP, auto_recipe, probe_step_rate
 from rnnstudio.trainer import Trainer
 
 
@@ -24,26 +24,35 @@ def test_only_a_time_budget_under_auto_changes_anything():
         assert auto_recipe(cfg, 100_000, _never) == ({}, [])
 
 
-def test_the_depth_follows_the_epochs_that_fit_the_budget():
+def _rate_for(epochs, tokens=150_000, minutes=3):
+    """The step rate at which ``epochs`` epochs of ``tokens`` fit ``minutes`` (batch 32 x 35 steps)."""
+    return epochs * tokens / (32 * 35) / (minutes * 60 * 0.9)
+
+
+def test_the_regularisation_and_the_depth_follow_the_epochs_that_fit_the_budget():
     tokens = 150_000
-    per_epoch = tokens / (32 * 35)  # steps in one epoch
-    # a rate giving 2x the threshold's epochs in 3 minutes, and one giving half of it
-    fast = 2 * DEEP_EPOCHS * per_epoch / (3 * 60 * 0.9)
-    slow = 0.5 * DEEP_EPOCHS * per_epoch / (3 * 60 * 0.9)
-    changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: fast)
-    assert changes == {"schedule": "cosine", "warmup": WARMUP, "num_layers": 2, "dropout": 0.3}
-    assert len(notes) == 1 and "2 layers with dropout 0.3" in notes[0] and "--recipe manual" in notes[0]
-    changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: slow)
-    assert changes == {"schedule": "cosine", "warmup": WARMUP} and "layers" not in notes[0]
+    cosine = {"schedule": "cosine", "warmup": WARMUP}
+    changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(2 * DEEP_EPOCHS))
+    assert changes == {**cosine, **DROP, **DEEP, **DECAY}
+    assert len(notes) == 1 and "2 layers with dropout 0.3" in notes[0] and "output dropout 0.5" in notes[0]
+    assert "weight decay 0.1" in notes[0]
+    assert "--recipe manual" in notes[0] and "about 40 epochs" in notes[0]
+    between = (DROP_EPOCHS + DEEP_EPOCHS) / 2
+    changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(between))
+    assert changes == {**cosine, **DROP} and "layers" not in notes[0] and "decay 0.1" not in notes[0]
+    changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(DROP_EPOCHS / 2))
+    assert changes == cosine and "dropout" not in notes[0] and "epochs" not in notes[0]
 
 
 def test_settings_given_away_from_their_defaults_are_kept():
-    changes, _ = auto_recipe(_cfg(minutes=3, schedule="linear", num_layers=3), 1000, _never)
+    changes, _ = auto_recipe(_cfg(minutes=3, schedule="linear", num_layers=3, output_dropout=0.2), 1000, _never)
     assert changes == {}
-    changes, _ = auto_recipe(_cfg(minutes=3, warmup=10, dropout=0.2), 1000, _never)
+    changes, _ = auto_recipe(_cfg(minutes=3, warmup=10, dropout=0.2, output_dropout=0.1), 1000, _never)
     assert changes == {}
+    changes, _ = auto_recipe(_cfg(minutes=3, warmup=10, weight_decay=0.01, optimizer="adamw"), 1000, lambda: 1e6)
+    assert changes == {**DROP, **DEEP}  # the user's optimizer and weight decay stay
     changes, _ = auto_recipe(_cfg(minutes=3, warmup=10), 1000, lambda: 1e6)
-    assert changes == {"num_layers": 2, "dropout": 0.3}
+    assert changes == {**DROP, **DEEP, **DECAY}
 
 
 def test_the_probe_measures_a_positive_rate_and_leaves_the_random_state_alone():
@@ -86,6 +95,8 @@ def test_a_timed_run_saves_the_recipe_it_chose_and_a_resume_keeps_it(tiny_corpus
     saved = ckpt.read_config(ckpt.model_path("auto"))
     train = saved["train"]
     assert (train["num_layers"], train["dropout"], train["schedule"], train["warmup"]) == (2, 0.3, "cosine", WARMUP)
+    assert {k: train[k] for k in {**DROP, **DECAY}} == {**DROP, **DECAY}
+    assert saved["model"]["output_dropout"] == DROP["output_dropout"]  # the model trained with it
     monkeypatch.setattr("rnnstudio.recipe.probe_step_rate", lambda *a, **k: pytest.fail("a resume re-chose"))
     resumed = run(TrainConfig(corpus="text-file", corpus_options={"path": str(tiny_corpus)}, minutes=2,
                               eval_every=0, device="cpu", threads=1, name="auto", resume=True))
