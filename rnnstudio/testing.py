@@ -108,7 +108,8 @@ def check_cell(cls, *, options: dict | None = None, input_size: int = 7, hidden_
                num_layers: int = 2, seed: int = 0) -> None:
     """A cell keeps the contract: outputs (T, B, H) and a state like the one given; feeding a sequence in
     two parts with the state carried equals feeding it whole; ``step`` equals ``forward`` on T=1;
-    ``forward_tokens`` equals ``forward`` on one-hot rows; ``hidden_units`` gives (L, B, H) views;
+    ``forward_tokens`` equals ``forward`` on one-hot rows; ``hidden_units`` gives (L, B, H) views, and
+    ``hidden_units_over`` (if any) gives them after every step;
     every parameter gets a finite gradient; the weights survive a safetensors save and load."""
     import torch
     from safetensors.torch import load as st_load
@@ -148,6 +149,23 @@ def check_cell(cls, *, options: dict | None = None, input_size: int = 7, hidden_
             onehot, onehot_state = cell(torch.nn.functional.one_hot(ids, input_size).float(), state)
             _close(by_ids, onehot, f"cell {cls.name!r}: forward_tokens() against forward() on one-hot rows")
             _close(ids_state, onehot_state, f"cell {cls.name!r}: forward_tokens()'s state")
+        if callable(getattr(cell, "hidden_units_over", None)):  # the explorer's chunked read (inference only)
+            tokens = callable(getattr(cell, "forward_tokens", None))
+            ids = torch.randint(0, input_size, (T, B))
+            inputs = ids if tokens else x
+            per_step, over_state = cell.hidden_units_over(inputs, state)
+            _, expected_state = cell.forward_tokens(ids, state) if tokens else cell(x, state)
+            _close(over_state, expected_state, f"cell {cls.name!r}: hidden_units_over()'s state against forward()'s")
+            step_state = state
+            for t in range(T):  # every step's units equal hidden_units of the state after that step
+                _, step_state = (cell.forward_tokens(ids[t:t + 1], step_state) if tokens
+                                 else cell(x[t:t + 1], step_state))
+                for key, view in cell.hidden_units(step_state).items():
+                    assert key in per_step, f"cell {cls.name!r}: hidden_units_over() lacks {key!r}"
+                    assert tuple(per_step[key].shape) == (T, num_layers, B, hidden_size), (
+                        f"cell {cls.name!r}: hidden_units_over()[{key!r}] is {tuple(per_step[key].shape)}, "
+                        f"expected (T, num_layers, B, H) = ({T}, {num_layers}, {B}, {hidden_size})")
+                    _close(per_step[key][t], view, f"cell {cls.name!r}: hidden_units_over()[{key!r}] at step {t}")
         for key, view in cell.hidden_units(new_state).items():
             assert tuple(view.shape) == (num_layers, B, hidden_size), (
                 f"cell {cls.name!r}: hidden_units()[{key!r}] is {tuple(view.shape)}, expected "

@@ -80,8 +80,20 @@ class Frozen(BadStep):
     step = None
 
 
+class BadUnitsOver(BadStep):
+    name = "bad-units-over"
+    description = "hidden_units_over reports the final state at every step"
+
+    step = None
+
+    def hidden_units_over(self, x, state):
+        out, final = self.rnn(x, state)
+        return {"h": final[None].expand(len(x), *final.shape)}, final
+
+
 @pytest.mark.parametrize("cls, match", [
     (Transposed, "outputs are .* expected \\(T, B, H\\)"),
+    (BadUnitsOver, "hidden_units_over\\(\\)\\['h'\\] at step 0"),
     (StatefulOnModule, "two parts"),
     (BadStep, "step\\(\\) against forward\\(\\)"),
     (Frozen, "gets no gradient"),
