@@ -9,11 +9,11 @@ this 2-core AMD EPYC, 2026-12-02; nats per character over the whole held-out 10%
   overfits: at 180 s and 600 s its best was still 2.455 and its last weights 2.87 and 3.15. nanoGPT's CPU recipe
   reached 2.404 at 180 s. So the more epochs the budget holds, the more the recipe regularises.
 - Above ``DROP_EPOCHS`` epochs: dropout 0.5 before the output layer (``output_dropout``). One layer at 1500
-  steps (~9 epochs): 2.426 plain, 2.388 with output dropout 0.3, 2.356 with 0.5 (2.377 with AdamW's weight decay
+  steps (~9 epochs): 2.425 plain, 2.388 with output dropout 0.3, 2.356 with 0.5 (2.377 with AdamW's weight decay
   0.1 on top: not at this depth). Below: on python-docs (418k training characters) at 1600 steps, ~4 epochs,
   output dropout 0.3 cost 1.227 -> 1.243, so a budget of a few epochs keeps none.
 - Above ``DEEP_EPOCHS`` epochs: two layers with dropout 0.3 between them, and AdamW with weight decay 0.1. At
-  2000 steps (= 180 s of one layer): 2.315 plain, 2.273 with output dropout 0.3, 2.244 with 0.5, 2.214 with 0.5
+  2000 steps (= 180 s of one layer): 2.307 plain, 2.273 with output dropout 0.3, 2.244 with 0.5, 2.214 with 0.5
   and AdamW 0.1; 0.5 between the layers as well was worse (2.319), and output dropout 0.65 too (2.324). At 650
   steps (60 s) two layers lost to one (2.497 vs 2.455), hence the depth by epochs.
 - A cosine decay to a tenth over the budget, after ``WARMUP`` warm-up steps, helped a little on one layer
