@@ -70,7 +70,7 @@ def _weight_grad(states: torch.Tensor, dG: torch.Tensor) -> torch.Tensor:
     """sum_t H_{t-1}^T dG_t over all steps in one GEMM; ``states`` is ``_states_buffer``'s (h0, H_1 .. H_T).
 
     It stays on torch.mm: through ``packed_linear`` (one operand copied and packed for one use) a scratch layer's
-    backward ran 0.83-1.18x as fast, slower at hidden 256. oneDNN's linear on the two strided views, unpacked,
+    forward+backward ran 0.83-1.18x as fast, slower at hidden 256. oneDNN's linear on the two strided views, unpacked,
     was faster everywhere (a training step 1.05-1.24x at hidden 256-512), but the public API has no call for it."""
     return states[:-1].flatten(0, 1).T @ dG.flatten(0, 1)
 
