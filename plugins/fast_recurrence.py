@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from rnnstudio import packed_linear
+from rnnstudio import matmul, packed_linear
 
 
 def _needs_graph(*tensors) -> bool:
@@ -69,10 +69,11 @@ def _states_buffer(h0: torch.Tensor, T: int) -> torch.Tensor:
 def _weight_grad(states: torch.Tensor, dG: torch.Tensor) -> torch.Tensor:
     """sum_t H_{t-1}^T dG_t over all steps in one GEMM; ``states`` is ``_states_buffer``'s (h0, H_1 .. H_T).
 
-    It stays on torch.mm: through ``packed_linear`` (one operand copied and packed for one use) a scratch layer's
-    forward+backward ran 0.83-1.18x as fast, slower at hidden 256. oneDNN's linear on the two strided views, unpacked,
-    was faster everywhere (a training step 1.05-1.24x at hidden 256-512), but the public API has no call for it."""
-    return states[:-1].flatten(0, 1).T @ dG.flatten(0, 1)
+    On oneDNN, unpacked (``rnnstudio.matmul``): through ``packed_linear`` (one operand copied and packed for one
+    use) a scratch layer's forward+backward ran 0.83-1.18x as fast, slower at hidden 256, while oneDNN's linear on
+    the two strided views was faster everywhere (this GEMM alone 4.7 -> 2.7 ms at hidden 256, 25.8 -> 12.9 ms for
+    the LSTM at 512)."""
+    return matmul(states[:-1].flatten(0, 1).T, dG.flatten(0, 1))
 
 
 # -- the input projection: X W_x + b for all T steps, hoisted out of the time loop ------------------
@@ -88,7 +89,7 @@ class _Projection(torch.autograd.Function):
         x, W_x = ctx.saved_tensors
         dy = dy.contiguous()
         dx = _times_transposed(W_x, dy.shape[0])(dy) if ctx.needs_input_grad[0] else None
-        dW = x.T @ dy if ctx.needs_input_grad[1] else None  # torch.mm, as in _weight_grad
+        dW = matmul(x.T, dy) if ctx.needs_input_grad[1] else None  # unpacked oneDNN, as in _weight_grad
         db = dy.sum(0) if ctx.needs_input_grad[2] else None
         return dx, dW, db
 

@@ -31,6 +31,7 @@ _EXPORTS = {
     "text_files": "textfiles",
     "files_fingerprint": "corpus_cache",
     "packed_linear": "gemm",
+    "matmul": "gemm",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

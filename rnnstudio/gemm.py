@@ -52,3 +52,16 @@ def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) ->
     if b is None:
         return lambda x: x @ wt
     return lambda x: torch.addmm(b, x, wt)
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for operands used once (a weight gradient), on oneDNN's linear without packing where it works.
+
+    For a scratch layer's weight gradient, ``H^T dG`` over all T steps (views of (T*B, H) and (T*B, G)), this
+    made a training step 1.05-1.24x as fast as ``torch.mm`` at hidden 256-512 (helper measurement, 2026-12-02,
+    one thread), where packing one operand for a single use lost. No autograd; ``a @ b`` off the CPU or float32.
+    """
+    if (a.device.type == "cpu" and a.dtype == torch.float32 and b.dtype == torch.float32 and a.dim() == 2
+            and b.dim() == 2 and onednn_available()):
+        return torch.ops.mkldnn._linear_pointwise(a, b.T, None, "none", [], "")
+    return a @ b

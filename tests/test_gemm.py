@@ -40,3 +40,13 @@ def test_a_broken_op_is_detected_not_trusted(monkeypatch):
     monkeypatch.setattr(torch, "ops", type("Ops", (), {"mkldnn": NoOps()})())
     assert gemm.onednn_available() is False
 
+
+
+def test_matmul_on_strided_views_matches_mm():
+    from rnnstudio import matmul
+
+    g = torch.Generator().manual_seed(1)
+    states, dG = torch.randn(9, 4, 16, generator=g), torch.randn(8, 4, 24, generator=g)
+    a, b = states[:-1].flatten(0, 1).T, dG.flatten(0, 1)  # a weight gradient's operands, as views
+    torch.testing.assert_close(matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(matmul(a.double(), b.double()), a.double() @ b.double())
