@@ -253,7 +253,9 @@ class ScratchLSTM(_ScratchCell):
 
 
 class _FusedCell(Cell):
-    """A torch nn.RNN/GRU/LSTM: cuDNN/oneDNN kernels, dropout between layers only."""
+    """A torch nn.RNN/GRU/LSTM: its weights and (on a GPU) cuDNN kernels, dropout between layers only. On the
+    CPU it infers through ``fused_inference``'s loops and the GRU and tanh RNN train through the scratch loops
+    (``_scratch_loops``), both on oneDNN's GEMMs."""
 
     params = ()
     torch_class: type[nn.RNNBase] = nn.GRU
@@ -264,15 +266,57 @@ class _FusedCell(Cell):
                                     dropout=dropout if num_layers > 1 else 0.0)
 
     def forward(self, inputs, state):
+        if self._trains_on_scratch_loops(inputs):
+            return self._scratch_loops(inputs, state)
         return self.rnn(inputs, state)
 
     def forward_tokens(self, idx, state):  # (T, B) ids, state -> (T, B, H), state
-        """``forward`` on one-hot inputs given as ids. Training (autograd) and other devices keep nn.RNN's own
-        kernels on the one-hot rows; CPU inference gathers rows of W_ih instead (``fused_inference``)."""
+        """``forward`` on one-hot inputs given as ids. CPU inference gathers rows of W_ih (``fused_inference``),
+        CPU training of the GRU and tanh RNN too (``_scratch_loops``); other devices keep nn.RNN's own kernels
+        on the one-hot rows."""
+        if self._trains_on_scratch_loops(idx):
+            return self._scratch_loops(idx, state)
         if not self._gathers(idx):
             return self.rnn(nn.functional.one_hot(idx, self.input_size).to(self.rnn.weight_hh_l0.dtype), state)
         outputs, state, _ = self._run(idx, state, keep=False)
         return outputs, state
+
+    def _trains_on_scratch_loops(self, x) -> bool:
+        """CPU float32 training of the GRU and the tanh RNN runs the scratch cells' time loops on this module's
+        own weights: their per-step GEMMs are on oneDNN (``rnnstudio.packed_linear``) and their backward is
+        written by hand, while nn.GRU and nn.RNN train on MKL. Measured (``bench.py --only train``, one thread,
+        batch 32 x 35 steps): gru-scratch 1.37-1.38x nn.GRU's tokens/s at hidden 256, 1.57x at 512, rnn-scratch
+        1.38x nn.RNN at 512. nn.LSTM trains on oneDNN's own fused RNN primitive, faster than lstm-scratch, so it
+        stays. The formulas are torch's (the tests compare against nn.GRU/nn.RNN, values and gradients)."""
+        return (self._scratch_kind is not None and x.device.type == "cpu" and torch.is_grad_enabled()
+                and self.rnn.weight_hh_l0.dtype == torch.float32
+                and getattr(self.rnn, "nonlinearity", "tanh") == "tanh")
+
+    _scratch_kind: str | None = None
+
+    def _scratch_loops(self, x, state):  # ids (T, B) or inputs (T, B, E), (L, B, H) -> (T, B, H), (L, B, H)
+        rnn, H = self.rnn, self.hidden_size
+        drop = rnn.dropout if self.training and rnn.dropout > 0 else 0.0
+        finals = []
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = rnn._flat_weights[4 * layer: 4 * layer + 4]
+            if self._scratch_kind == "gru":  # b_hn stays inside the reset product; the others add up
+                b = torch.cat([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:]])
+            else:
+                b = b_ih + b_hh
+            if not x.is_floating_point():  # one-hot ids: X W_ih.T + b is rows of (W_ih.T + b)
+                xg = nn.functional.embedding(x, w_ih.T + b)
+            else:
+                if layer and drop:  # nn.GRU's dropout: on every layer's outputs but the last
+                    x = nn.functional.dropout(x, drop, True)
+                T, B = x.shape[:2]
+                xg = project_inputs(x.reshape(T * B, -1), w_ih.T, b).view(T, B, -1)
+            if self._scratch_kind == "gru":
+                x = gru_layer(xg, state[layer], w_hh.T, b_hh[2 * H:])
+            else:
+                x = rnn_layer(xg, state[layer], w_hh.T)
+            finals.append(x[-1])
+        return x, torch.stack(finals)
 
     def hidden_units_over(self, x, state):  # (T, B) ids or (T, B, E) inputs -> {kind: (T, L, B, H)}, state
         """``hidden_units`` after every step of x, every layer (nn.RNN returns only the top layer's), for the
@@ -302,6 +346,7 @@ class RNN(_FusedCell):
     description = "torch.nn.RNN with tanh: the fused version of d2l 8.6's concise RNN."
     torch_class = nn.RNN
     _kind = "rnn"
+    _scratch_kind = "rnn"
     _step_fn = staticmethod(torch.rnn_tanh_cell)
 
 
@@ -310,6 +355,7 @@ class GRU(_FusedCell):
     description = "torch.nn.GRU: the fused gated recurrent unit (d2l 9.1)."
     torch_class = nn.GRU
     _kind = "gru"
+    _scratch_kind = "gru"
     _step_fn = staticmethod(torch.gru_cell)
 
 
