@@ -192,8 +192,8 @@ def bench_training(settings, cells, hidden, budget, steps, gemm, gemm_onednn=Non
     onednn_rows = {base["lstm"].name, "lstm"} if lstm_on_onednn else set()  # nn.LSTM itself and the cell on it
     onednn_rows |= {f.name for f in floors[1:]}
     scratch_on_onednn = gemm_onednn is not None and onednn_available()
-    if scratch_on_onednn:  # the per-step GEMMs; the weight gradient (one GEMM over all steps) stays on torch.mm
-        onednn_rows |= set(SCRATCH)
+    if scratch_on_onednn:  # every GEMM of their time loops, the weight gradients too (rnnstudio.gemm)
+        onednn_rows |= set(SCRATCH) | {"rnn", "gru"}  # the fused gru and rnn train through the scratch loops on CPU
 
     def row(name, fam, kind):
         best = max(rates[name])
