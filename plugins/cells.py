@@ -305,7 +305,7 @@ class _FusedCell(Cell):
             else:
                 b = b_ih + b_hh
             if not x.is_floating_point():  # one-hot ids: X W_ih.T + b is rows of (W_ih.T + b)
-                xg = nn.functional.embedding(x, w_ih.T + b)
+                xg = nn.functional.embedding(x, (w_ih.T + b).contiguous())  # strided rows: 5x slower to gather
             else:
                 if layer and drop:  # nn.GRU's dropout: on every layer's outputs but the last
                     x = nn.functional.dropout(x, drop, True)

@@ -50,3 +50,22 @@ def test_matmul_on_strided_views_matches_mm():
     a, b = states[:-1].flatten(0, 1).T, dG.flatten(0, 1)  # a weight gradient's operands, as views
     torch.testing.assert_close(matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(matmul(a.double(), b.double()), a.double() @ b.double())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_values_and_gradients_equal_f_linear(bias):
+    from rnnstudio.gemm import linear
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(20, 16, generator=g, requires_grad=True)
+    w = torch.randn(9, 16, generator=g, requires_grad=True)
+    b = torch.randn(9, generator=g, requires_grad=True) if bias else None
+    up = torch.randn(20, 9, generator=g)
+    (linear(x, w, b) * up).sum().backward()
+    ours = [t.grad.clone() for t in (x, w, b) if t is not None]
+    for t in (x, w, b):
+        if t is not None:
+            t.grad = None
+    (torch.nn.functional.linear(x, w, b) * up).sum().backward()
+    for got, t in zip(ours, [t for t in (x, w, b) if t is not None]):
+        torch.testing.assert_close(got, t.grad, rtol=1e-5, atol=1e-5)
