@@ -336,6 +336,8 @@ for job in json.loads(sys.argv[1]):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(job["argv"])
+    if job["id"] is None:  # a warm-up run: not measured
+        continue
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     summary = lines[-1] if lines else {}
     print(json.dumps({"id": job["id"], "code": code, "tokens_per_s": summary.get("tokens_per_s")}), flush=True)
@@ -371,7 +373,15 @@ def bench_busy(settings, cells, hiddens, rounds: int) -> dict:
                         jobs.append({"id": [cell, hidden, name], "argv": [
                             *base, "--cell", cell, "--hidden-size", str(hidden), "--max-steps", str(BUSY_STEPS.get(hidden, 30)),
                             "--name", f"busy-{load}-{len(jobs)}", *extra]})
-        log(f"[busy] {load}: {len(jobs)} training runs")
+        # One untimed run per choice first: the first training run in a process pays once for what every later
+        # one reuses (lazy imports at the first optimizer step, oneDNN's kernels for each shape, the thread pool),
+        # and without this it landed on the first row's first choice, the default (quiet gru-32, the only row
+        # under 0.9x in the morning's idle run, 0.84x: probably this).
+        warm = [{"id": None, "argv": [*base, "--cell", cells[0], "--hidden-size", str(hiddens[0]), "--max-steps", "20",
+                                      "--name", f"busy-{load}-warmup-{i}", *extra]}
+                for i, extra in enumerate(choices.values())]
+        jobs = warm + jobs
+        log(f"[busy] {load}: {len(jobs) - len(warm)} training runs after {len(warm)} warm-up runs")
         competitor = spinner() if load == "busy" else None
         try:
             out = subprocess.run([sys.executable, "-c", BUSY_CHILD, json.dumps(jobs)], capture_output=True, text=True,
