@@ -12,10 +12,14 @@ this 2-core AMD EPYC, 2026-12-02; nats per character over the whole held-out 10%
   steps (~9 epochs): 2.425 plain, 2.388 with output dropout 0.3, 2.356 with 0.5 (2.377 with AdamW's weight decay
   0.1 on top: not at this depth). Below: on python-docs (418k training characters) at 1600 steps, ~4 epochs,
   output dropout 0.3 cost 1.227 -> 1.243, so a budget of a few epochs keeps none.
-- Above ``DEEP_EPOCHS`` epochs: two layers with dropout 0.3 between them, and AdamW with weight decay 0.1. At
+- Above ``DEEP_EPOCHS`` epochs: two layers with dropout 0.3 between them, and AdamW with weight decay. At
   2000 steps (= 180 s of one layer): 2.307 plain, 2.273 with output dropout 0.3, 2.244 with 0.5, 2.214 with 0.5
   and AdamW 0.1; 0.5 between the layers as well was worse (2.319), and output dropout 0.65 too (2.324). At 650
   steps (60 s) two layers lost to one (2.497 vs 2.455), hence the depth by epochs.
+- The weight decay grows with the epochs (``DECAY``, ``LONG_DECAY`` above ``LONG_EPOCHS``). With the oneDNN
+  training loops, 180 s here hold ~32 epochs of one layer and 3000 two-layer steps: weight decay 0.1 2.278 (best
+  2.216: it overfits), 0.3 2.229, 1.0 2.321 (underfits); 600 s hold ~108 epochs and 11000 two-layer steps: 0.1
+  2.892 (best 2.247), 1.0 2.296, with no gap between its last and best (2.296).
 - A cosine decay to a tenth over the budget, after ``WARMUP`` warm-up steps, helped a little on one layer
   (best 2.433 vs 2.455 at 3922 steps) and is what every result above used, so every time budget gets it.
 
@@ -35,7 +39,9 @@ DROP_EPOCHS = 6.0  # epochs of the one-layer model above which output dropout wi
 DROP = {"output_dropout": 0.5}
 DEEP_EPOCHS = 20.0  # epochs of the one-layer model in the budget above which two layers with dropout win
 DEEP = {"num_layers": 2, "dropout": 0.3}
-DECAY = {"optimizer": "adamw", "weight_decay": 0.1}  # with DEEP, unless the optimizer or weight decay was given
+DECAY = {"optimizer": "adamw", "weight_decay": 0.3}  # with DEEP, unless the optimizer or weight decay was given
+LONG_EPOCHS = 60.0  # epochs of the one-layer model above which the weight decay is LONG_DECAY (32 wanted 0.3, 108 1.0)
+LONG_DECAY = 1.0
 BUDGET_SHARE = 0.9  # the part of a budget spent on training steps (the rest validates and saves)
 
 
@@ -62,8 +68,9 @@ def auto_recipe(cfg, train_tokens: int, step_rate: Callable[[], float]) -> tuple
             changes.update(DEEP)
             reasons.append(f"2 layers with dropout {DEEP['dropout']:g} between them")
             if cfg.optimizer == "adam" and cfg.weight_decay == 0:
-                changes.update(DECAY)
-                reasons[-1] += f" and AdamW with weight decay {DECAY['weight_decay']:g}"
+                decay = {**DECAY, "weight_decay": LONG_DECAY} if epochs > LONG_EPOCHS else DECAY
+                changes.update(decay)
+                reasons[-1] += f" and AdamW with weight decay {decay['weight_decay']:g}"
         if len(reasons) > (1 if "schedule" in changes else 0):
             reasons[-1] += (f", since about {epochs:.0f} epochs of one layer fit the budget and a model overfits "
                             f"a corpus it reads this often")
