@@ -15,7 +15,8 @@ this 2-core AMD EPYC, 2026-12-02; nats per character over the whole held-out 10%
 - Above ``DEEP_EPOCHS`` epochs: two layers with dropout 0.3 between them, and AdamW with weight decay. At
   2000 steps (= 180 s of one layer): 2.307 plain, 2.273 with output dropout 0.3, 2.244 with 0.5, 2.214 with 0.5
   and AdamW 0.1; 0.5 between the layers as well was worse (2.319), and output dropout 0.65 too (2.324). At 650
-  steps (60 s) two layers lost to one (2.497 vs 2.455), hence the depth by epochs.
+  steps (60 s) two layers lost to one (2.497 vs 2.455), hence the depth by epochs. On python-docs at 180 s
+  (17-28 epochs of one layer, the probe's estimate varies) two layers won: 1.141 against one layer's 1.173.
 - The weight decay grows with the epochs (``DECAY``, ``LONG_DECAY`` above ``LONG_EPOCHS``). With the oneDNN
   training loops, 180 s here hold ~32 epochs of one layer and 3000 two-layer steps: weight decay 0.1 2.278 (best
   2.216: it overfits), 0.3 2.229, 1.0 2.321 (underfits); 600 s hold ~108 epochs and 11000 two-layer steps: 0.1
@@ -37,7 +38,7 @@ RECIPES = ("auto", "manual")
 WARMUP = 100  # optimizer steps of linear warm-up before the cosine decay
 DROP_EPOCHS = 6.0  # epochs of the one-layer model above which output dropout wins (at 4 it lost, at 9 it won)
 DROP = {"output_dropout": 0.5}
-DEEP_EPOCHS = 20.0  # epochs of the one-layer model in the budget above which two layers with dropout win
+DEEP_EPOCHS = 15.0  # epochs of the one-layer model above which two layers win (lost at ~6-11, won at 17-28)
 DEEP = {"num_layers": 2, "dropout": 0.3}
 DECAY = {"optimizer": "adamw", "weight_decay": 0.3}  # with DEEP, unless the optimizer or weight decay was given
 LONG_EPOCHS = 60.0  # epochs of the one-layer model above which the weight decay is LONG_DECAY (32 wanted 0.3, 108 1.0)

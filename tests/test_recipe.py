@@ -36,7 +36,7 @@ def test_the_regularisation_and_the_depth_follow_the_epochs_that_fit_the_budget(
     assert changes == {**cosine, **DROP, **DEEP, **DECAY}
     assert len(notes) == 1 and "2 layers with dropout 0.3" in notes[0] and "output dropout 0.5" in notes[0]
     assert "weight decay 0.3" in notes[0]
-    assert "--recipe manual" in notes[0] and "about 40 epochs" in notes[0]
+    assert "--recipe manual" in notes[0] and f"about {2 * DEEP_EPOCHS:.0f} epochs" in notes[0]
     changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(2 * LONG_EPOCHS))
     assert changes == {**cosine, **DROP, **DEEP, **DECAY, "weight_decay": LONG_DECAY}  # more epochs, more decay
     assert f"weight decay {LONG_DECAY:g}" in notes[0]
