@@ -6,7 +6,7 @@ import pytest
 
 from rnnstudio import checkpoint as ckpt
 from rnnstudio.config import TrainConfig
-from rnnstudio.recipe import DECAY, DEEP, DEEP_EPOCHS, DROP, DROP_EPOCHS, LONG_DECAY, LONG_EPOCHS, WARMUP, auto_recipe, probe_step_rate
+from rnnstudio.recipe import DECAY, DECAYS, DEEP, DEEP_EPOCHS, DROP, DROP_EPOCHS, WARMUP, decay_for, auto_recipe, probe_step_rate
 from rnnstudio.trainer import Trainer
 
 
@@ -33,13 +33,15 @@ def test_the_regularisation_and_the_depth_follow_the_epochs_that_fit_the_budget(
     tokens = 150_000
     cosine = {"schedule": "cosine", "warmup": WARMUP}
     changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(2 * DEEP_EPOCHS))
-    assert changes == {**cosine, **DROP, **DEEP, **DECAY}
+    assert changes == {**cosine, **DROP, **DEEP, **DECAY, "weight_decay": decay_for(2 * DEEP_EPOCHS)}
     assert len(notes) == 1 and "2 layers with dropout 0.3" in notes[0] and "output dropout 0.5" in notes[0]
-    assert "weight decay 0.3" in notes[0]
+    assert f"weight decay {decay_for(2 * DEEP_EPOCHS):g}" in notes[0]
     assert "--recipe manual" in notes[0] and f"about {2 * DEEP_EPOCHS:.0f} epochs" in notes[0]
-    changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(2 * LONG_EPOCHS))
-    assert changes == {**cosine, **DROP, **DEEP, **DECAY, "weight_decay": LONG_DECAY}  # more epochs, more decay
-    assert f"weight decay {LONG_DECAY:g}" in notes[0]
+    decays = [decay for _, decay in DECAYS]
+    assert decays == sorted(decays)  # more epochs, more decay
+    for above, decay in DECAYS[1:]:
+        changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(1.5 * max(above, DEEP_EPOCHS)))
+        assert changes["weight_decay"] == decay and f"weight decay {decay:g}" in notes[0]
     between = (DROP_EPOCHS + DEEP_EPOCHS) / 2
     changes, notes = auto_recipe(_cfg(minutes=3), tokens, lambda: _rate_for(between))
     assert changes == {**cosine, **DROP} and "layers" not in notes[0] and "decay 0.1" not in notes[0]
@@ -55,7 +57,7 @@ def test_settings_given_away_from_their_defaults_are_kept():
     changes, _ = auto_recipe(_cfg(minutes=3, warmup=10, weight_decay=0.01, optimizer="adamw"), 1000, lambda: 1e6)
     assert changes == {**DROP, **DEEP}  # the user's optimizer and weight decay stay
     changes, _ = auto_recipe(_cfg(minutes=3, warmup=10), 1000, lambda: 1e6)
-    assert changes == {**DROP, **DEEP, **DECAY, "weight_decay": LONG_DECAY}
+    assert changes == {**DROP, **DEEP, **DECAY, "weight_decay": DECAYS[-1][1]}
 
 
 def test_the_probe_measures_a_positive_rate_and_leaves_the_random_state_alone():
@@ -98,7 +100,7 @@ def test_a_timed_run_saves_the_recipe_it_chose_and_a_resume_keeps_it(tiny_corpus
     saved = ckpt.read_config(ckpt.model_path("auto"))
     train = saved["train"]
     assert (train["num_layers"], train["dropout"], train["schedule"], train["warmup"]) == (2, 0.3, "cosine", WARMUP)
-    chosen = {**DROP, **DECAY, "weight_decay": LONG_DECAY}  # a rate of 1e6 steps/s: many epochs
+    chosen = {**DROP, **DECAY, "weight_decay": DECAYS[-1][1]}  # a rate of 1e6 steps/s: many epochs
     assert {k: train[k] for k in chosen} == chosen
     assert saved["model"]["output_dropout"] == DROP["output_dropout"]  # the model trained with it
     monkeypatch.setattr("rnnstudio.recipe.probe_step_rate", lambda *a, **k: pytest.fail("a resume re-chose"))
