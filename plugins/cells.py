@@ -259,6 +259,7 @@ class _FusedCell(Cell):
 
     params = ()
     torch_class: type[nn.RNNBase] = nn.GRU
+    _scratch_kind: str | None = None  # "gru" / "rnn": the scratch loop that trains it on the CPU (None: nn.RNN's)
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, **options):
         super().__init__(input_size, hidden_size, num_layers, dropout, **options)
@@ -285,14 +286,12 @@ class _FusedCell(Cell):
         """CPU float32 training of the GRU and the tanh RNN runs the scratch cells' time loops on this module's
         own weights: their per-step GEMMs are on oneDNN (``rnnstudio.packed_linear``) and their backward is
         written by hand, while nn.GRU and nn.RNN train on MKL. Measured (``bench.py --only train``, one thread,
-        batch 32 x 35 steps): gru-scratch 1.37-1.38x nn.GRU's tokens/s at hidden 256, 1.57x at 512, rnn-scratch
-        1.38x nn.RNN at 512. nn.LSTM trains on oneDNN's own fused RNN primitive, faster than lstm-scratch, so it
+        batch 32 x 35 steps, idle box): this cell 1.89x a plain nn.GRU loop and rnn 1.91x nn.RNN at hidden 512;
+        1.50x and 1.35x at 256. nn.LSTM trains on oneDNN's own fused RNN primitive, faster than lstm-scratch, so it
         stays. The formulas are torch's (the tests compare against nn.GRU/nn.RNN, values and gradients)."""
         return (self._scratch_kind is not None and x.device.type == "cpu" and torch.is_grad_enabled()
                 and self.rnn.weight_hh_l0.dtype == torch.float32
                 and getattr(self.rnn, "nonlinearity", "tanh") == "tanh")
-
-    _scratch_kind: str | None = None
 
     def _scratch_loops(self, x, state):  # ids (T, B) or inputs (T, B, E), (L, B, H) -> (T, B, H), (L, B, H)
         rnn, H = self.rnn, self.hidden_size

@@ -12,7 +12,8 @@ of scoring (3712 x 256 by 256 x 94) took 2420 us on `F.linear` and 946 us packed
 It uses oneDNN for float32 CPU tensors when this torch has the op and a first call agrees with ``addmm``;
 everything else (other devices or dtypes, a torch without oneDNN) gets ``addmm``, so the choice never changes
 what is computed beyond rounding. Pack again after ``W`` changes (a training step): the oneDNN path keeps a
-reordered copy. Part of the plugin API (``from rnnstudio import packed_linear``): a cell's own time loop can use it too.
+reordered copy. Part of the plugin API (``from rnnstudio import packed_linear``): a cell's own time loop can
+use it too.
 """
 
 from __future__ import annotations
