@@ -2,7 +2,9 @@
 
 A recurrent loop multiplies by the same ``W_hh`` at every step. torch's ``addmm`` runs on its BLAS (MKL in the
 x86 wheels), which on this 2-core AMD EPYC (avx512) reached 88 GFLOP/s on one thread, while oneDNN's matmul
-reached 201 (``benchmarks/bench.py``'s machine rows, 2026-12-02). For the GRU-256 step of scoring
+reached 201 (``benchmarks/bench.py``'s machine rows, 2026-12-02); another 2-core AMD EPYC box that
+evening gave 92 and 108, and 140 us packed against 150 us on ``addmm`` for the thin training GEMM
+(32 x 256 by 256 x 768), 517 against 566 for the scoring one below: the gain depends on the CPU. For the GRU-256 step of scoring
 (128 x 256 by 256 x 768, one thread) ``addmm`` took 526 us and oneDNN's linear on a weight reordered once into
 its blocked format 236 us (``torch.ops.mkldnn._linear_pointwise``, the op that torch's own compiler emits for
 frozen CPU linears), with results equal up to float32 rounding (5e-5 on outputs of size ~30). The output layer
