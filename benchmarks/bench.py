@@ -767,8 +767,8 @@ def main(argv=None) -> int:
         "data": lambda: bench_data(args.text, 20 if args.quick else 100),
         "quality": lambda: bench_quality(settings, 10.0 if args.quick else 60.0),
         "score": bench_score_rows,
-        # One round by default: 108 short runs already take ~2.5 minutes on 2 cores (the suite stays under 10
-        # minutes); --only busy --busy-rounds 3 for a verdict per row.
+        # One round by default: its 54 short runs (27 quiet, 27 beside a busy process) took 212 s on 2026-12-03's
+        # box, the largest section; --only busy --busy-rounds 3 for a verdict per row.
         "busy": lambda: bench_busy(settings, ["gru", "lstm", "rnn-scratch"], [32, 256, 512], rounds=args.busy_rounds),
         "startup": lambda: bench_startup(repeats=3 if args.quick else 5),
     }

@@ -23,7 +23,6 @@ this 2-core AMD EPYC, 2026-12-02; nats per character over the whole held-out 10%
   with no gap between its last and best. python-docs, 2.8x the text, wanted less (see ``DECAYS``).
 - A cosine decay to a tenth over the budget, after ``WARMUP`` warm-up steps, helped a little on one layer
   (best 2.433 vs 2.455 at 3922 steps) and is what every result above used, so every time budget gets it.
-
 - The width stays at the default 256. Wider helped only where the budget and the corpus are both the largest
   measured (python-docs at 600 s: 256 1.144, 384 1.122, 512 1.111; 640, which the probe sends to one layer, 1.137)
   and hurt elsewhere (512: The Time Machine at 600 s 2.468 vs 2.351, python-docs at 180 s 1.209 vs 1.196), so no
