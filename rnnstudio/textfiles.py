@@ -14,6 +14,9 @@ from .errors import RNNStudioError
 CHUNK_BYTES = 1 << 20  # read files 1 MB at a time, so big corpora stream
 # Codecs that decode bytes to str but are not file encodings (domain names, escapes, the always-failing one).
 NOT_FILE_ENCODINGS = {"punycode", "idna", "undefined", "unicode-escape", "raw-unicode-escape"}
+# Codecs in which U+0000 comes only from a 0x00 byte (strict UTF-8 refuses the overlong C0 80), so the byte
+# check below already finds every NUL and the decoded text need not be scanned again (~10% of a char encode).
+_NUL_BYTE_IS_NUL_CHAR = frozenset({"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"})
 _BOM_CODECS = {"utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
                "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
 
@@ -148,7 +151,7 @@ def read_text_chunks(path, encoding: str = "utf-8", errors: str = "strict") -> I
                     f"or errors=replace to substitute U+FFFD for bad bytes") from None
             except (UnicodeError, ValueError, TypeError) as exc:  # a codec that fails in its own way
                 raise RNNStudioError(f"{path}: cannot decode it as {encoding} ({exc}); try utf-8 or latin-1") from None
-            if "\x00" in text:
+            if info.name not in _NUL_BYTE_IS_NUL_CHAR and "\x00" in text:
                 offset = fed - pending + len(text[: text.index("\x00")].encode(encoding, "replace"))
                 raise RNNStudioError(
                     f"{path}: looks like a binary file (NUL byte near byte offset {offset}); "
