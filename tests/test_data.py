@@ -39,6 +39,31 @@ def test_streaming_encoding_equals_whole_text_encoding_across_chunk_boundaries()
             assert torch.equal(streamed.ids, whole.ids), (tokenizer, preprocess)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_character_encoding_matches_a_per_character_reference(seed):
+    """The vectorised encoder's paths (all-Latin-1 blocks through bytes.translate, wider text through a lookup
+    table, ids past one byte) agree with the obvious per-character encoding, across block boundaries."""
+    import random
+
+    from rnnstudio.data import _BLOCK
+
+    rng = random.Random(seed)
+    latin = [chr(c) for c in range(1, 256)]
+    wide = [chr(c) for c in range(256, 700)] + ["\u201c", "\u201d", "\U0001f600"]
+    parts = []
+    for _ in range(3):
+        alphabet = rng.sample(latin, rng.randint(1, 80)) + (rng.sample(wide, rng.randint(1, 300))
+                                                              if rng.random() < 0.5 else [])
+        parts.append("".join(rng.choice(alphabet) for _ in range(rng.choice([10, 1000, _BLOCK + 7]))))
+    text = "".join(parts)
+    min_freq, max_tokens = rng.choice([(0, 0), (3, 0), (0, 5000)])
+    chunks = [text[i:i + 300_000] for i in range(0, len(text), 300_000)]
+    enc = encode_stream(lambda: iter(chunks), min_freq=min_freq, max_tokens=max_tokens)
+    expected = Vocab.build(Counter(text), min_freq=min_freq)
+    assert enc.vocab.idx_to_token == expected.idx_to_token
+    assert enc.ids.tolist() == [expected[c] for c in (text[:max_tokens] if max_tokens else text)]
+
+
 def test_word_tokens_and_unknowns():
     enc = encode_text("a b a c a b", tokenizer="word", min_freq=2)
     assert enc.vocab.idx_to_token == ["<unk>", "a", "b"]
