@@ -32,6 +32,7 @@ _EXPORTS = {
     "files_fingerprint": "corpus_cache",
     "packed_linear": "gemm",
     "matmul": "gemm",
+    "dropout": "regularize",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
