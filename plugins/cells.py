@@ -45,7 +45,6 @@ class _ScratchCell(Cell):
                 getattr(self, f"W_x{g}").append(nn.Parameter(torch.randn(n_in, hidden_size) * std))
                 getattr(self, f"W_h{g}").append(nn.Parameter(torch.randn(hidden_size, hidden_size) * std))
                 getattr(self, f"b_{g}").append(nn.Parameter(torch.zeros(hidden_size)))
-        self.drop = nn.Dropout(dropout)
         self._step_cache = None  # (state it returned, weights key, weights): see _step_weights
         self._key_params = None  # the parameters that key is made of
 
@@ -76,7 +75,7 @@ class _ScratchCell(Cell):
         return h, new_state
 
     def _step_dropout(self):
-        return self.drop if self.training and self.dropout > 0 else None
+        return (lambda t: dropout(t, self.dropout)) if self.training and self.dropout > 0 else None
 
     def _step_weights(self, state) -> list:
         """w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh per layer, flat, in torch's layout (a ~3 MB copy, which
@@ -337,7 +336,7 @@ class _FusedCell(Cell):
         drop = rnn.dropout if self.training and rnn.dropout > 0 else 0.0
         # rnn._flat_weights: [w_ih, w_hh, b_ih, b_hh] per layer, kept current by torch
         return _step_layers(self._step_fn, rnn._flat_weights, x, state,
-                            (lambda t: nn.functional.dropout(t, drop, True)) if drop else None)
+                            (lambda t: dropout(t, drop)) if drop else None)
 
 
 class RNN(_FusedCell):
@@ -373,12 +372,12 @@ class LSTM(_FusedCell):
         return {"h": state[0], "c": state[1]}
 
 
-def _step_layers(step_fn, w, x, state, dropout=None):
+def _step_layers(step_fn, w, x, state, drop=None):
     """Run ``step_fn`` (torch.rnn_tanh_cell / gru_cell / lstm_cell) up a stack of layers for one time step.
 
     ``w`` is flat: w_ih (G*H, E), w_hh (G*H, H), b_ih, b_hh for layer 0, then layer 1, ... (torch's
-    ``_flat_weights`` order). x (N, E); state (L, N, H), or (H, C) of that shape for the LSTM; ``dropout``
-    between layers or None. Returns the top layer's output (N, H) and the new state."""
+    ``_flat_weights`` order). x (N, E); state (L, N, H), or (H, C) of that shape for the LSTM; ``drop``
+    (a function applied between layers) or None. Returns the top layer's output (N, H) and the new state."""
     L = len(w) // 4
     if step_fn is torch.lstm_cell:
         H0, C0 = state
@@ -387,8 +386,8 @@ def _step_layers(step_fn, w, x, state, dropout=None):
             return h, (h.unsqueeze(0), c.unsqueeze(0))
         hs, cs = [], []
         for k in range(L):
-            if k and dropout is not None:
-                x = dropout(x)
+            if k and drop is not None:
+                x = drop(x)
             x, c = step_fn(x, (H0[k], C0[k]), w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3])
             hs.append(x)
             cs.append(c)
@@ -398,8 +397,8 @@ def _step_layers(step_fn, w, x, state, dropout=None):
         return h, h.unsqueeze(0)
     hs = []
     for k in range(L):
-        if k and dropout is not None:
-            x = dropout(x)
+        if k and drop is not None:
+            x = drop(x)
         x = step_fn(x, state[k], w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3])
         hs.append(x)
     return x, torch.stack(hs)
